@@ -1,0 +1,473 @@
+"""Typed, frozen run configuration, parsed once from CLI flags and validated before any work."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import functools
+import json
+import logging
+import math
+import sys
+import traceback
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
+
+# Re-exported: the one base class for errors that run_cli reports as one line.
+from fedrouter.errors import FedRouterError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FED_ALGS = ("clustered", "fedrouter", "fedavg", "local", "cfl", "feddpa", "router_oracle")
+# "fedrouter" is accepted on the CLI but stored as "clustered", the name the paper's launcher uses.
+FED_ALG_SYNONYMS = {"fedrouter": "clustered"}
+SPLIT_STRATEGIES = ("iid", "multitask_iid", "multitask_clusters", "multitask_multi_domain")
+DATASETS = ("multitask", "multitask_synthetic")
+EVALUATION_MODES = ("local", "global")
+# Placeholder until the data package owns the template registry; it may rebind this name.
+TEMPLATES = ("alpaca",)
+# The one model name that means "build the project's offline tiny model", not a Hub id.
+TINY_MODEL = "tiny"
+
+_TRUE_WORDS = ("true", "1", "yes")
+_FALSE_WORDS = ("false", "0", "no")
+# Values that mean None for an optional CLI field; the launcher may pass an empty variable.
+_NONE_WORDS = ("", "None", "none")
+
+
+class ConfigError(FedRouterError, ValueError):
+    """Raise for an invalid or unknown configuration key or value."""
+
+
+def _opt(default: Any, help: str) -> Any:
+    """Return a dataclass field with a default and CLI help text."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Hold every setting of a run; build with `parse_args`, `from_dict` or `Config(...)`."""
+
+    # --- schedule ---
+    max_steps: int = _opt(10, "Local optimizer steps per client per round.")
+    num_train_epochs: int = _opt(1, "Epoch cap per local training call (max_steps wins).")
+    num_rounds: int = _opt(25, "Federated rounds.")
+    evaluation_rounds: tuple[int, ...] = _opt(
+        (3, 10, 25, 50, 75, 100),
+        "Rounds after which to evaluate, as a comma list. Rounds outside 1..num_rounds are "
+        "dropped with a warning, so the paper's list works with fewer rounds; "
+        "it is an error if none remain.",
+    )
+    batch_size: int = _opt(16, "Per-device training batch size.")
+    eval_batch_size: int = _opt(128, "Batch size for generation at evaluation.")
+    gradient_accumulation_steps: int = _opt(1, "Gradient accumulation steps.")
+    seq_length: int = _opt(1024, "Maximum tokenized sequence length for training.")
+    # --- federation ---
+    num_clients: int = _opt(8, "Number of clients (data partitions).")
+    sample_clients: int = _opt(8, "Clients sampled for training each round.")
+    min_fit_clients: int = _opt(
+        1, "Minimum successful train replies for a round to count (<= sample_clients)."
+    )
+    # --- LoRA ---
+    peft_lora_r: int = _opt(8, "LoRA rank.")
+    peft_lora_alpha: int = _opt(16, "LoRA alpha (scaling = alpha / r).")
+    lora_dropout: float = _opt(0.05, "LoRA dropout, in [0, 1).")
+    lora_target_modules: tuple[str, ...] = _opt(
+        ("all-linear",), "Modules to wrap, as a comma list (e.g. q_proj,v_proj) or all-linear."
+    )
+    # --- optimisation ---
+    learning_rate: float = _opt(5e-4, "Learning rate at round 1 (start of the cosine schedule).")
+    min_learning_rate: float = _opt(
+        1e-5, "Learning rate at the last round (end of the cosine schedule over rounds)."
+    )
+    # --- data ---
+    dataset_name: str = _opt("multitask", f"Benchmark; one of {', '.join(DATASETS)}.")
+    dataset_sample: int = _opt(400000, "Rows drawn from the full benchmark before splitting.")
+    local_data_dir: str | None = _opt(
+        None, "Directory holding local copies of the datasets (for offline or mirrored runs)."
+    )
+    split_strategy: str = _opt(
+        "multitask_clusters",
+        f"How tasks are spread over clients; one of {', '.join(SPLIT_STRATEGIES)}.",
+    )
+    train_split: float = _opt(0.8, "Fraction of each client's data used for training, in (0, 1).")
+    max_data_per_client: int = _opt(600, "Cap on each client's samples before the split (-1: all).")
+    max_eval_size: int = _opt(300, "Cap on each client's evaluation samples.")
+    template: str = _opt("alpaca", "Prompt template name.")
+    # --- model ---
+    model_name_or_path: str = _opt(
+        "meta-llama/Llama-3.2-1B",
+        f"Hub id or local path; '{TINY_MODEL}' is the offline tiny model.",
+    )
+    use_peft: bool = _opt(True, "Train LoRA adapters instead of the full model.")
+    load_in_4bit: bool = _opt(True, "Load the base model in 4-bit NF4 (QLoRA; needs CUDA).")
+    load_in_8bit: bool = _opt(False, "Load the base model in 8-bit (excludes load_in_4bit).")
+    max_new_tokens: int = _opt(32, "Tokens generated per evaluation sample.")
+    # --- algorithm ---
+    fed_alg: str = _opt(
+        "clustered",
+        f"Federated algorithm; one of {', '.join(FED_ALGS)} (fedrouter is stored as clustered).",
+    )
+    n_clusters: int = _opt(1, "Local k-means clusters per client.")
+    global_n_clusters: int = _opt(4, "Global task clusters (one adapter each).")
+    sim_round: int = _opt(105, "Round at which cfl clusters clients; ignored by FedRouter.")
+    feddpa_alpha: float = _opt(0.5, "FedDPA mixing weight of the global adapter, in [0, 1].")
+    evaluation_mode: str = _opt(
+        "local",
+        "Routing at evaluation: local = only the client's own clusters, global = all clusters.",
+    )
+    # --- run ---
+    seed: int = _opt(2025, "Seed for data, k-means and training.")
+    output_dir: str = _opt("output", "Directory that receives run directories and logs.")
+    sim_alias: str = _opt("router_single", "Run name prefix used in log and run directory names.")
+    client_resources_cpus: float = _opt(1.0, "CPUs reserved per simulated client (> 0).")
+    client_resources_gpus: float = _opt(
+        1.0, "GPU fraction per simulated client (>= 0; not requested without CUDA)."
+    )
+    run_simulation: bool = _opt(
+        True, "Run the in-process simulation (accepted as a bare flag, as the launcher passes it)."
+    )
+    debug: bool = _opt(False, "Show tracebacks on errors.")
+
+    def __post_init__(self) -> None:
+        """Check types, normalise values, and validate every key and combination."""
+        for f in dataclasses.fields(self):
+            value = _check_type(f.name, getattr(self, f.name), _field_types()[f.name])
+            object.__setattr__(self, f.name, value)
+        object.__setattr__(self, "fed_alg", FED_ALG_SYNONYMS.get(self.fed_alg, self.fed_alg))
+        self._validate_ranges()
+        self._validate_choices()
+        self._validate_combinations()
+        object.__setattr__(self, "evaluation_rounds", self._kept_evaluation_rounds())
+
+    def _validate_ranges(self) -> None:
+        """Check single-key numeric bounds."""
+        minimums = {
+            "max_steps": 1,
+            "num_train_epochs": 1,
+            "num_rounds": 1,
+            "batch_size": 1,
+            "eval_batch_size": 1,
+            "gradient_accumulation_steps": 1,
+            "seq_length": 8,  # shorter than a prompt template; almost surely a typo
+            "num_clients": 1,
+            "sample_clients": 1,
+            "min_fit_clients": 1,
+            "peft_lora_r": 1,
+            "peft_lora_alpha": 1,
+            "dataset_sample": 1,
+            "max_eval_size": 1,
+            "max_new_tokens": 1,
+            "n_clusters": 1,
+            "global_n_clusters": 1,
+            "sim_round": 0,
+            "seed": 0,  # numpy and torch seeds must be non-negative
+        }
+        for name, low in minimums.items():
+            if getattr(self, name) < low:
+                _fail(name, getattr(self, name), f"must be >= {low}")
+        if self.max_data_per_client != -1 and self.max_data_per_client < 1:
+            _fail("max_data_per_client", self.max_data_per_client, "must be >= 1, or -1 for all")
+        if not 0.0 < self.train_split < 1.0:
+            _fail("train_split", self.train_split, "must be in (0, 1)")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            _fail("lora_dropout", self.lora_dropout, "must be in [0, 1)")
+        if not 0.0 <= self.feddpa_alpha <= 1.0:
+            _fail("feddpa_alpha", self.feddpa_alpha, "must be in [0, 1]")
+        if not self.learning_rate > 0.0:
+            _fail("learning_rate", self.learning_rate, "must be > 0")
+        if not 0.0 <= self.min_learning_rate <= self.learning_rate:
+            _fail("min_learning_rate", self.min_learning_rate, "must be in [0, learning_rate]")
+        if not self.client_resources_cpus > 0.0:
+            _fail("client_resources_cpus", self.client_resources_cpus, "must be > 0")
+        if not self.client_resources_gpus >= 0.0:
+            _fail("client_resources_gpus", self.client_resources_gpus, "must be >= 0")
+        for name in ("model_name_or_path", "output_dir", "sim_alias"):
+            if not getattr(self, name).strip():
+                _fail(name, getattr(self, name), "must not be empty")
+
+    def _validate_choices(self) -> None:
+        """Check keys that take one of a fixed set of names."""
+        choices = {
+            "fed_alg": FED_ALGS,
+            "split_strategy": SPLIT_STRATEGIES,
+            "dataset_name": DATASETS,
+            "evaluation_mode": EVALUATION_MODES,
+            "template": TEMPLATES,  # looked up now, so a rebound registry is honoured
+        }
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                _fail(name, getattr(self, name), f"must be one of: {', '.join(valid)}")
+        modules = self.lora_target_modules
+        if not modules or any(not m.strip() for m in modules):
+            _fail("lora_target_modules", ",".join(modules), "must name at least one module")
+        if "all-linear" in modules and len(modules) > 1:
+            # PEFT takes "all-linear" only as the whole value, never inside a list
+            _fail("lora_target_modules", ",".join(modules), "all-linear must stand alone")
+
+    def _validate_combinations(self) -> None:
+        """Check constraints that involve several keys."""
+        if self.sample_clients > self.num_clients:
+            raise ConfigError(
+                f"sample_clients={self.sample_clients} is larger than "
+                f"num_clients={self.num_clients}"
+            )
+        if self.min_fit_clients > self.sample_clients:
+            # no round could ever count
+            raise ConfigError(
+                f"min_fit_clients={self.min_fit_clients} is larger than "
+                f"sample_clients={self.sample_clients}"
+            )
+        n_centroids = self.num_clients * self.n_clusters
+        if self.global_n_clusters > n_centroids:
+            raise ConfigError(
+                f"global_n_clusters={self.global_n_clusters} is larger than the number of local "
+                f"centroids: there are only {n_centroids} "
+                f"(num_clients={self.num_clients} x n_clusters={self.n_clusters})"
+            )
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ConfigError("load_in_4bit and load_in_8bit are both True; choose one")
+        if self.fed_alg == "cfl" and self.sim_round > self.num_rounds:
+            logger.warning(
+                "sim_round=%d is after the last round (num_rounds=%d): cfl will never cluster",
+                self.sim_round,
+                self.num_rounds,
+            )
+
+    def _kept_evaluation_rounds(self) -> tuple[int, ...]:
+        """Return evaluation rounds sorted, deduplicated and within 1..num_rounds."""
+        rounds = sorted(set(self.evaluation_rounds))
+        kept = tuple(r for r in rounds if 1 <= r <= self.num_rounds)
+        dropped = [r for r in rounds if r not in kept]
+        if dropped:
+            logger.warning(
+                "evaluation_rounds: dropping %s, outside 1..num_rounds=%d",
+                ",".join(map(str, dropped)),
+                self.num_rounds,
+            )
+        if not kept:
+            _fail(
+                "evaluation_rounds",
+                ",".join(map(str, rounds)),
+                f"no round lies within 1..num_rounds={self.num_rounds}",
+            )
+        return kept
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a copy with `changes` applied and validated again."""
+        _reject_unknown(changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as a JSON-friendly dict (tuples become lists)."""
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+        """Build a config from a dict; missing keys take defaults, unknown keys are errors."""
+        _reject_unknown(data)
+        types_ = _field_types()
+        values = {
+            k: _convert(k, v, types_[k]) if isinstance(v, str) else v for k, v in data.items()
+        }
+        return cls(**values)
+
+
+def _fail(name: str, value: Any, reason: str) -> NoReturn:
+    """Raise a ConfigError that names the key and the bad value."""
+    raise ConfigError(f"{name}={value!r}: {reason}")
+
+
+def _field_names() -> tuple[str, ...]:
+    """Return the config's field names in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(Config))
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    """Return each field's resolved type (annotations are strings under postponed evaluation)."""
+    return typing.get_type_hints(Config)
+
+
+def _reject_unknown(keys: Mapping[str, Any]) -> None:
+    """Raise a ConfigError naming any key that is not a config field."""
+    unknown = sorted(set(keys) - set(_field_names()))
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}{_suggest(unknown[0])}")
+
+
+def _suggest(name: str) -> str:
+    """Return a 'did you mean' hint for a misspelt key, or an empty string."""
+    close = difflib.get_close_matches(name, _field_names(), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    """Return the type inside `X | None`, and whether None was allowed."""
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return inner, True
+    return tp, False
+
+
+def _item_type(tp: Any) -> Any:
+    """Return X for `tuple[X, ...]`, or None when `tp` is not a tuple type."""
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is tuple else None
+
+
+def _check_type(name: str, value: Any, tp: Any) -> Any:
+    """Return `value` coerced losslessly to `tp` (list -> tuple, int -> float), or raise."""
+    tp, optional = _strip_optional(tp)
+    if optional and value is None:
+        return None
+    if (item := _item_type(tp)) is not None:
+        if not isinstance(value, (list, tuple)):
+            _fail(name, value, "expected a list")
+        return tuple(_check_type(name, v, item) for v in value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    # bool is a subclass of int, but True is never a sensible round count
+    if not isinstance(value, tp) or (tp is not bool and isinstance(value, bool)):
+        _fail(name, value, f"expected {tp.__name__}, got {type(value).__name__}")
+    if tp is float and not math.isfinite(value):
+        _fail(name, value, "must be finite")
+    return value
+
+
+def _parse_bool(text: str) -> bool:
+    """Return the bool a CLI word means."""
+    word = text.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ValueError(f"expected one of {'/'.join(_TRUE_WORDS + _FALSE_WORDS)}")
+
+
+def _parse_scalar(text: str, tp: type) -> Any:
+    """Return `text` parsed as a scalar of type `tp`."""
+    if tp is bool:
+        return _parse_bool(text)
+    if tp in (int, float):
+        return tp(text.strip())
+    return text
+
+
+def _convert(name: str, text: str, tp: Any) -> Any:
+    """Return a CLI string converted to the field's type, or raise a ConfigError naming it."""
+    tp, optional = _strip_optional(tp)
+    if optional and text in _NONE_WORDS:
+        return None
+    item = _item_type(tp)
+    try:
+        if item is None:
+            return _parse_scalar(text, tp)
+        # also accept the bracketed form that str(list) or a JSON dump produces
+        parts = text.strip().strip("[]()").split(",")
+        return tuple(_parse_scalar(p.strip().strip("'\""), item) for p in parts if p.strip())
+    except ValueError:
+        expected = tp.__name__ if item is None else f"a comma list of {item.__name__}"
+        _fail(name, text, f"expected {expected}")
+
+
+def _metavar(tp: Any) -> str:
+    """Return the placeholder shown for a field's value in --help."""
+    tp, _ = _strip_optional(tp)
+    if (item := _item_type(tp)) is not None:
+        return f"{item.__name__.upper()}[,{item.__name__.upper()}...]"
+    return tp.__name__.upper()
+
+
+def _format_default(value: Any) -> str:
+    """Return a default as the user would type it on the CLI."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """ArgumentParser that raises ConfigError instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise the parse error as a ConfigError."""
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return a parser with one `--<field>` option per Config field."""
+    parser = _RaisingParser(
+        prog="python -m fedrouter.config",
+        description="FedRouter run configuration.",
+        # abbreviations would let a typo silently set a different key
+        allow_abbrev=False,
+    )
+    types_ = _field_types()
+    for f in dataclasses.fields(Config):
+        tp = types_[f.name]
+        kwargs: dict[str, Any] = {
+            # unset flags stay absent, so the dataclass defaults are the only defaults
+            "default": argparse.SUPPRESS,
+            "metavar": _metavar(tp),
+            "help": f"{f.metadata['help']} (default: {_format_default(f.default)})",
+        }
+        if tp is bool:
+            # a bare flag means True, as in the paper's launcher's `--run_simulation`
+            kwargs.update(nargs="?", const="true", metavar="BOOL")
+        parser.add_argument(f"--{f.name}", **kwargs)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    """Return the validated Config for `argv` (default: sys.argv[1:])."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    namespace, extras = build_parser().parse_known_args(args)
+    for extra in extras:
+        if extra.startswith("-"):
+            name = extra.lstrip("-").split("=", 1)[0]
+            raise ConfigError(f"unknown option '{name}'{_suggest(name)}")
+        raise ConfigError(f"unexpected argument '{extra}' (options take the form --name value)")
+    types_ = _field_types()
+    values = {k: _convert(k, v, types_[k]) for k, v in vars(namespace).items()}
+    return Config(**values)
+
+
+def _debug_requested(argv: Sequence[str]) -> bool:
+    """Return whether argv asks for tracebacks, even when the rest of it does not parse."""
+    for i, arg in enumerate(argv):
+        if arg == "--debug":
+            nxt = argv[i + 1] if i + 1 < len(argv) else "true"
+            return nxt.startswith("--") or nxt.strip().lower() in _TRUE_WORDS
+        if arg.startswith("--debug="):
+            return arg.split("=", 1)[1].strip().lower() in _TRUE_WORDS
+    return False
+
+
+def run_cli(main_fn: Callable[[Config], T], argv: Sequence[str] | None = None) -> T:
+    """Call `main_fn(parse_args(argv))`; report a FedRouterError as one line and exit 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return main_fn(parse_args(args))
+    except FedRouterError as exc:
+        if _debug_requested(args):
+            sys.stderr.write(traceback.format_exc())
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+        raise SystemExit(2) from None
+
+
+def _print_config(config: Config) -> None:
+    """Write the resolved config to stdout as JSON."""
+    sys.stdout.write(json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    run_cli(_print_config)
