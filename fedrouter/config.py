@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 # Re-exported: the one base class for errors that run_cli reports as one line.
+from fedrouter.data import DATASET_NAMES, EVALUATION_MODES, SPLIT_STRATEGIES, TEMPLATE_NAMES
 from fedrouter.errors import FedRouterError
 
 logger = logging.getLogger(__name__)
@@ -27,11 +28,10 @@ T = TypeVar("T")
 FED_ALGS = ("clustered", "fedrouter", "fedavg", "local", "cfl", "feddpa", "router_oracle")
 # "fedrouter" is accepted on the CLI but stored as "clustered", the name the paper's launcher uses.
 FED_ALG_SYNONYMS = {"fedrouter": "clustered"}
-SPLIT_STRATEGIES = ("iid", "multitask_iid", "multitask_clusters", "multitask_multi_domain")
-DATASETS = ("multitask", "multitask_synthetic")
-EVALUATION_MODES = ("local", "global")
-# Placeholder until the data package owns the template registry; it may rebind this name.
-TEMPLATES = ("alpaca",)
+# The data package owns these lists; they are defined once, there.
+DATASETS = DATASET_NAMES
+# The template registry lives in the data package; its names are the valid values here.
+TEMPLATES = TEMPLATE_NAMES
 # The one model name that means "build the project's offline tiny model", not a Hub id.
 TINY_MODEL = "tiny"
 

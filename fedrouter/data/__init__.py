@@ -1,0 +1,106 @@
+"""Data layer: task registry, loaders, the offline benchmark, partitioning and templates."""
+
+from __future__ import annotations
+
+import functools
+
+from fedrouter.data.errors import DataError
+from fedrouter.data.loaders import LOCAL_FORMATS, load_benchmark
+from fedrouter.data.partition import (
+    EVALUATION_MODES,
+    SPLIT_STRATEGIES,
+    ClientData,
+    client_tasks,
+    partition,
+)
+from fedrouter.data.registry import DATASET_NAMES, ROW_KEYS, TaskSpec, tasks_for
+from fedrouter.data.synthetic import (
+    SYNTHETIC_SEED,
+    SYNTHETIC_TASKS,
+    generate_synthetic,
+    synthetic_texts,
+)
+from fedrouter.data.templates import TEMPLATE_NAMES, format_prompt
+
+__all__ = [
+    "DATASET_NAMES",
+    "EVALUATION_MODES",
+    "LOCAL_FORMATS",
+    "ROW_KEYS",
+    "SPLIT_STRATEGIES",
+    "SYNTHETIC_SEED",
+    "SYNTHETIC_TASKS",
+    "TEMPLATE_NAMES",
+    "ClientData",
+    "DataError",
+    "TaskSpec",
+    "client_tasks",
+    "format_prompt",
+    "generate_synthetic",
+    "load_benchmark",
+    "load_client_data",
+    "partition",
+    "synthetic_texts",
+    "tasks_for",
+]
+
+
+@functools.lru_cache(maxsize=8)
+def _load_client_data_cached(
+    dataset_name: str,
+    local_data_dir: str | None,
+    dataset_sample: int,
+    split_strategy: str,
+    num_clients: int,
+    train_split: float,
+    max_data_per_client: int,
+    max_eval_size: int,
+    evaluation_mode: str,
+    seed: int,
+) -> tuple[ClientData, ...]:
+    """Load and split once per process and argument set."""
+    rows = load_benchmark(
+        dataset_name, local_data_dir=local_data_dir, dataset_sample=dataset_sample, seed=seed
+    )
+    return tuple(
+        partition(
+            rows,
+            split_strategy=split_strategy,
+            num_clients=num_clients,
+            train_split=train_split,
+            max_data_per_client=max_data_per_client,
+            max_eval_size=max_eval_size,
+            evaluation_mode=evaluation_mode,
+            seed=seed,
+        )
+    )
+
+
+def load_client_data(
+    *,
+    dataset_name: str,
+    local_data_dir: str | None,
+    dataset_sample: int,
+    split_strategy: str,
+    num_clients: int,
+    train_split: float,
+    max_data_per_client: int,
+    max_eval_size: int,
+    evaluation_mode: str,
+    seed: int,
+) -> list[ClientData]:
+    """Return every client's data for a run; cached, so each process loads and splits once."""
+    return list(
+        _load_client_data_cached(
+            dataset_name,
+            None if local_data_dir is None else str(local_data_dir),
+            dataset_sample,
+            split_strategy,
+            num_clients,
+            train_split,
+            max_data_per_client,
+            max_eval_size,
+            evaluation_mode,
+            seed,
+        )
+    )

@@ -1,0 +1,243 @@
+"""Load every task of a benchmark as rows `{"instruction", "response", "task"}`.
+
+`multitask_synthetic` is generated in-process. `multitask` reads each task from the
+Hugging Face Hub (ids in `registry.py`) or, with `local_data_dir`, from local files laid
+out as
+
+    <local_data_dir>/<task name>/*.parquet | *.jsonl | *.json | *.csv
+
+one format per task folder, in the Hub's columns:
+
+    qqp       question1, question2, label (0/1; -1 rows are dropped)
+    webnlg    input (list of "subject | property | object" strings), target
+    samsum    dialogue, summary
+    gigaword  document, summary
+
+Extra columns are ignored. With `local_data_dir`, every task must be present locally.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from fedrouter.data.errors import DataError
+from fedrouter.data.registry import TaskSpec, tasks_for
+from fedrouter.data.sampling import balanced_quotas, derived_rng
+from fedrouter.data.synthetic import generate_synthetic
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+Row = dict[str, str]
+
+# File suffix -> `datasets` packaged builder. JSON and JSON Lines share the "json" builder.
+LOCAL_FORMATS: dict[str, str] = {
+    ".parquet": "parquet",
+    ".jsonl": "json",
+    ".json": "json",
+    ".csv": "csv",
+}
+_FORMATS_HINT = "*.parquet, *.jsonl, *.json or *.csv"
+
+
+class _Source(Protocol):
+    """A task's examples, addressable by index without materialising them all."""
+
+    def __len__(self) -> int:
+        """Return the number of examples."""
+        ...
+
+    def rows(self, indices: Sequence[int]) -> list[Row]:
+        """Return the usable rows among the examples at `indices` (sorted)."""
+        ...
+
+
+class _RowSource:
+    """Rows that are already in memory (the synthetic benchmark)."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def rows(self, indices: Sequence[int]) -> list[Row]:
+        return [self._rows[i] for i in indices]
+
+
+class _DatasetSource:
+    """One or more `datasets.Dataset` parts of a task, mapped to rows on demand."""
+
+    def __init__(self, spec: TaskSpec, parts: list[Dataset]) -> None:
+        self._spec = spec
+        self._parts = parts
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self._parts)
+
+    def rows(self, indices: Sequence[int]) -> list[Row]:
+        out: list[Row] = []
+        offset = 0
+        for part in self._parts:
+            local = [i - offset for i in indices if offset <= i < offset + len(part)]
+            # `select` + `to_list` converts only the sampled examples, not the whole split.
+            for example in part.select(local).to_list() if local else []:
+                row = self._spec.to_row(example)
+                if row is not None:  # unusable examples (unlabelled, empty) are dropped
+                    out.append(row)
+            offset += len(part)
+        return out
+
+
+def _synthetic_sources(specs: list[TaskSpec], local_data_dir: str | None) -> dict[str, _Source]:
+    """Generate the synthetic benchmark and group it by task."""
+    if local_data_dir is not None:
+        logger.warning("local_data_dir is ignored for the generated multitask_synthetic data")
+    by_task: dict[str, list[Row]] = {spec.name: [] for spec in specs}
+    for row in generate_synthetic():
+        by_task[row["task"]].append(row)
+    return {task: _RowSource(rows) for task, rows in by_task.items()}
+
+
+def _hub_or_local_sources(specs: list[TaskSpec], local_data_dir: str | None) -> dict[str, _Source]:
+    """Open every task from local files when a directory is given, else from the Hub."""
+    if local_data_dir is None:
+        return {spec.name: _DatasetSource(spec, [_read_hub(spec)]) for spec in specs}
+    root = Path(local_data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"local_data_dir {str(root)!r} does not exist or is not a directory; expected "
+            f"{root}/<task>/{_FORMATS_HINT} for tasks {', '.join(s.name for s in specs)}"
+        )
+    return {spec.name: _DatasetSource(spec, _read_local_task(spec, root)) for spec in specs}
+
+
+_SOURCE_READERS: dict[str, Callable[[list[TaskSpec], str | None], dict[str, _Source]]] = {
+    "multitask": _hub_or_local_sources,
+    "multitask_synthetic": _synthetic_sources,
+}
+
+
+def _columns_hint(spec: TaskSpec) -> str:
+    """Name the columns a task's files must have."""
+    return ", ".join(spec.required_columns)
+
+
+def _read_hub(spec: TaskSpec) -> Dataset:
+    """Load a task's split from the Hub, turning any failure into an actionable DataError."""
+    import datasets  # lazy: the synthetic path should not pay for importing `datasets`
+
+    logger.info("Loading task %s from the Hub (%s)", spec.name, spec.describe_source())
+    data_files = dict(spec.hub_data_files) if spec.hub_data_files else None
+    try:
+        dataset = datasets.load_dataset(
+            spec.hub_id,
+            spec.hub_config,
+            split=spec.split,
+            revision=spec.revision,
+            data_files=data_files,
+        )
+    except Exception as err:  # offline, moved, gated, script-based: all need the same advice
+        raise DataError(
+            f"Could not load task {spec.name!r} from the Hugging Face Hub "
+            f"({spec.describe_source()}): {type(err).__name__}: {err}. "
+            f"If you are offline or the dataset has moved, pass --local_data_dir DIR with "
+            f"DIR/{spec.name}/{_FORMATS_HINT} in the Hub's columns ({_columns_hint(spec)}), "
+            f"or change the id in fedrouter/data/registry.py."
+        ) from err
+    _check_columns(spec, dataset.column_names, f"Hub dataset {spec.describe_source()}")
+    return dataset.select_columns(list(spec.required_columns))
+
+
+def _read_local_task(spec: TaskSpec, root: Path) -> list[Dataset]:
+    """Load every file of one task folder, one `Dataset` per file."""
+    task_dir = root / spec.name
+    files = (
+        sorted(p for p in task_dir.iterdir() if p.suffix in LOCAL_FORMATS)
+        if task_dir.is_dir()
+        else []
+    )
+    if not files:
+        raise DataError(
+            f"No files for task {spec.name!r}: expected {task_dir}/{_FORMATS_HINT} "
+            f"with columns {_columns_hint(spec)}"
+        )
+    builders = {LOCAL_FORMATS[p.suffix] for p in files}
+    if len(builders) > 1:
+        raise DataError(f"{task_dir} mixes file formats ({', '.join(sorted(builders))}); use one")
+    logger.info("Loading task %s from %d local file(s) in %s", spec.name, len(files), task_dir)
+    return [_read_local_file(spec, path) for path in files]
+
+
+def _read_local_file(spec: TaskSpec, path: Path) -> Dataset:
+    """Load one local file and keep the task's columns."""
+    import datasets  # lazy, as in _read_hub
+
+    try:
+        dataset = datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path))["train"]
+    except Exception as err:
+        raise DataError(f"Could not read {path} for task {spec.name!r}: {err}") from err
+    _check_columns(spec, dataset.column_names, str(path))
+    return dataset.select_columns(list(spec.required_columns))
+
+
+def _check_columns(spec: TaskSpec, columns: Sequence[str], where: str) -> None:
+    """Raise a DataError naming the columns `where` lacks."""
+    missing = [column for column in spec.required_columns if column not in columns]
+    if missing:
+        raise DataError(
+            f"{where} (task {spec.name!r}) lacks column(s) {', '.join(missing)}; "
+            f"it has {', '.join(columns) or 'none'}. Expected the Hub's columns: "
+            f"{_columns_hint(spec)}"
+        )
+
+
+def _sample_rows(sources: dict[str, _Source], dataset_sample: int, seed: int) -> list[Row]:
+    """Take at most `dataset_sample` rows, spread evenly over tasks, seeded."""
+    sizes = {task: len(source) for task, source in sources.items()}
+    total = sum(sizes.values()) if dataset_sample == -1 else dataset_sample
+    quotas = balanced_quotas(sizes, total)
+    rows: list[Row] = []
+    for task in sorted(sources):
+        picked = derived_rng(seed, "dataset_sample", task).sample(range(sizes[task]), quotas[task])
+        task_rows = sources[task].rows(sorted(picked))  # source order keeps files' order
+        logger.info("Task %s: %d of %d examples kept", task, len(task_rows), sizes[task])
+        rows.extend(task_rows)
+    return rows
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(
+    dataset_name: str, local_data_dir: str | None, dataset_sample: int, seed: int
+) -> tuple[Row, ...]:
+    """Load a benchmark once per process and argument set."""
+    specs = tasks_for(dataset_name)
+    if dataset_sample == 0 or dataset_sample < -1:
+        raise DataError(f"dataset_sample must be positive or -1 (all), got {dataset_sample}")
+    sources = _SOURCE_READERS[dataset_name](specs, local_data_dir)
+    rows = _sample_rows(sources, dataset_sample, seed)
+    if not rows:
+        raise DataError(f"Benchmark {dataset_name!r} has no usable rows")
+    return tuple(rows)
+
+
+def load_benchmark(
+    dataset_name: str,
+    *,
+    local_data_dir: str | Path | None = None,
+    dataset_sample: int = 400_000,
+    seed: int = 0,
+) -> list[Row]:
+    """Return all tasks' rows of a benchmark, at most `dataset_sample` of them, deterministic.
+
+    Rows come grouped by task (sorted names). Loading is cached per process; the row dicts
+    are shared between calls, so treat them as read-only.
+    """
+    local = None if local_data_dir is None else str(local_data_dir)
+    return list(_load_cached(dataset_name, local, dataset_sample, seed))
