@@ -1,0 +1,215 @@
+"""Flower ClientApp: unpack the message, call the project's modules, pack the reply."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedrouter import client_logic as logic
+from fedrouter.clustering import route
+from fedrouter.config import Config
+from fedrouter.data import load_client_data
+from fedrouter.models import (
+    LOAD_STATS,
+    ModelSpec,
+    adapter_to_arrays,
+    arrays_to_adapter,
+    get_model_and_tokenizer,
+)
+from fedrouter.strategies.base import (
+    ADAPTER_KEY,
+    CONFIG_KEY,
+    METRICS_KEY,
+    ROUTING_KEY,
+    adapter_key,
+    from_record,
+    to_record,
+)
+from fedrouter.training import TrainSettings, train_adapter
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY = "fedrouter.local"  # context.state entry with this node's local clustering
+_TEST_EMBEDDINGS: dict[tuple, np.ndarray] = {}  # base-model embeddings never change
+
+
+def node_config(cfg: Config, context: Context) -> tuple[int, int]:
+    """Return (partition id, number of partitions) of this node."""
+    pid = int(context.node_config.get("partition-id", 0))
+    num = int(context.node_config.get("num-partitions", cfg.num_clients))
+    return pid, num
+
+
+def client_data(cfg: Config, context: Context):
+    """Return this node's train/test rows (loaded once per process)."""
+    pid, num = node_config(cfg, context)
+    parts = load_client_data(
+        dataset_name=cfg.dataset_name,
+        local_data_dir=cfg.local_data_dir,
+        dataset_sample=cfg.dataset_sample,
+        split_strategy=cfg.split_strategy,
+        num_clients=num,
+        train_split=cfg.train_split,
+        max_data_per_client=cfg.max_data_per_client,
+        max_eval_size=cfg.max_eval_size,
+        evaluation_mode=cfg.evaluation_mode,
+        seed=cfg.seed,
+    )
+    return pid, parts[pid]
+
+
+def model_and_tokenizer(cfg: Config):
+    """Return this process's cached base model with LoRA, and its tokenizer."""
+    import torch
+
+    # Each simulated client gets client_resources_cpus cores; more threads only contend.
+    torch.set_num_threads(max(1, int(cfg.client_resources_cpus)))
+    return get_model_and_tokenizer(ModelSpec.from_config(cfg))
+
+
+def process_metrics() -> dict[str, float]:
+    """Report which process served the message and how often it loaded the base model."""
+    return {
+        "pid": float(os.getpid()),
+        "model-loads": float(LOAD_STATS["count"]),
+        "model-load-seconds": LOAD_STATS["seconds"],
+    }
+
+
+def handle_cluster(cfg: Config, msg: Message, context: Context) -> Message:
+    """Embed and cluster the training data; keep labels in state, send centroids."""
+    start = time.perf_counter()
+    model, tokenizer = model_and_tokenizer(cfg)
+    pid, part = client_data(cfg, context)
+    embeddings = logic.embed_instructions(
+        model, tokenizer, part.train, batch_size=cfg.eval_batch_size, max_length=cfg.seq_length
+    )
+    oracle = cfg.fed_alg == "router_oracle"
+    local = logic.cluster_locally(
+        embeddings, [r["task"] for r in part.train], cfg.n_clusters, cfg.seed + pid, oracle
+    )
+    context.state[STATE_KEY] = to_record({"labels": local.labels, "centroids": local.centroids})
+    sizes = np.bincount(local.labels, minlength=len(local.centroids))
+    content = RecordDict(
+        {
+            "centroids": to_record({"centroids": local.centroids, "sizes": sizes}),
+            CONFIG_KEY: ConfigRecord({"partition-id": pid, "local-tasks": list(local.tasks)}),
+            METRICS_KEY: MetricRecord(
+                {**process_metrics(), "seconds/clustering": time.perf_counter() - start}
+            ),
+        }
+    )
+    if msg.content[CONFIG_KEY].get("send-adapter", False):
+        content[ADAPTER_KEY] = to_record(adapter_to_arrays(model))
+    return Message(content, reply_to=msg)
+
+
+def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
+    """Train the requested local cluster starting from the sent adapter; reply with it."""
+    model, tokenizer = model_and_tokenizer(cfg)
+    pid, part = client_data(cfg, context)
+    config = msg.content[CONFIG_KEY]
+    server_round, local = int(config["server-round"]), int(config["local-cluster"])
+    labels = context.state[STATE_KEY]["labels"].numpy()
+    rows = logic.cluster_rows(part.train, labels, local)
+    arrays_to_adapter(model, from_record(msg.content[ADAPTER_KEY]))
+    result = train_adapter(
+        model,
+        tokenizer,
+        rows,
+        settings=TrainSettings.from_config(cfg),
+        lr=float(config["lr"]),
+        seed=cfg.seed * 100_003 + server_round * 1_009 + pid,
+    )
+    metrics = {
+        "num-examples": float(result.num_examples),
+        "train-loss": result.loss,
+        "local-cluster": float(local),
+        "global-cluster": float(config["global-cluster"]),
+        "cluster-size": float(len(rows)),
+        "seconds/train": result.seconds,
+        **process_metrics(),
+    }
+    content = RecordDict(
+        {ADAPTER_KEY: to_record(adapter_to_arrays(model)), METRICS_KEY: MetricRecord(metrics)}
+    )
+    return Message(content, reply_to=msg)
+
+
+def test_embeddings(cfg: Config, pid: int, rows, model, tokenizer) -> np.ndarray:
+    """Embed the test instructions once per process; the base model never changes."""
+    key = (pid, cfg.model_name_or_path, cfg.seed, len(rows))
+    if key not in _TEST_EMBEDDINGS:
+        _TEST_EMBEDDINGS[key] = logic.embed_instructions(
+            model, tokenizer, rows, batch_size=cfg.eval_batch_size, max_length=cfg.seq_length
+        )
+    return _TEST_EMBEDDINGS[key]
+
+
+def oracle_routes(rows, clusters: np.ndarray, cluster_tasks, fallback: np.ndarray) -> np.ndarray:
+    """Route each row to an allowed cluster of its true task; else keep the fallback route."""
+    by_task = {cluster_tasks[g]: g for g in clusters}
+    return np.array([by_task.get(r["task"], f) for r, f in zip(rows, fallback, strict=True)])
+
+
+def handle_evaluate(cfg: Config, msg: Message, context: Context) -> Message:
+    """Route each test sample to its nearest allowed cluster, generate, and score ROUGE."""
+    model, tokenizer = model_and_tokenizer(cfg)
+    pid, part = client_data(cfg, context)
+    start = time.perf_counter()
+    embeddings = test_embeddings(cfg, pid, part.test, model, tokenizer)
+    embed_seconds = time.perf_counter() - start
+    routing = msg.content[ROUTING_KEY]
+    clusters = routing["clusters"].numpy()
+    routes = route(embeddings, routing["centroids"].numpy(), allowed=clusters)
+    cluster_tasks = list(msg.content[CONFIG_KEY]["cluster-tasks"])
+    if cfg.fed_alg == "router_oracle":
+        routes = oracle_routes(part.test, clusters, cluster_tasks, routes)
+
+    def activate(g: int) -> None:
+        arrays_to_adapter(model, from_record(msg.content[adapter_key(g)]))
+
+    result = logic.evaluate_routed(
+        model,
+        tokenizer,
+        part.test,
+        routes,
+        activate,
+        cluster_tasks=cluster_tasks,
+        template=cfg.template,
+        batch_size=cfg.eval_batch_size,
+        max_new_tokens=cfg.max_new_tokens,
+        max_length=cfg.seq_length,
+    )
+    metrics = {**result.metrics(), "seconds/embedding": embed_seconds, **process_metrics()}
+    return Message(RecordDict({METRICS_KEY: MetricRecord(metrics)}), reply_to=msg)
+
+
+def make_client_app(cfg: Config | None = None) -> ClientApp:
+    """Build the ClientApp; without ``cfg`` it reads the config from ``run_config``."""
+    app = ClientApp()
+
+    def resolve(context: Context) -> Config:
+        return cfg if cfg is not None else Config.from_dict(dict(context.run_config))
+
+    @app.query("cluster")
+    def cluster(msg: Message, context: Context) -> Message:
+        return handle_cluster(resolve(context), msg, context)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return handle_train(resolve(context), msg, context)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return handle_evaluate(resolve(context), msg, context)
+
+    return app
+
+
+app = make_client_app()  # the component `flwr run` loads; simulation.py builds its own

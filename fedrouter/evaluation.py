@@ -1,0 +1,91 @@
+"""Batched greedy generation with whichever adapter is active, and ROUGE scoring."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from fedrouter.embeddings import length_order
+from fedrouter.models import model_device
+
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    max_new_tokens: int = 32,
+    max_length: int = 1024,
+    stats: dict | None = None,
+) -> list[str]:
+    """Greedily complete each prompt (left padded, batched) and return the new text.
+
+    If ``stats`` is given, the number of generated tokens is added to ``stats["new_tokens"]``.
+    """
+    import torch
+
+    if len(prompts) == 0:
+        return []
+    encoded = tokenizer(list(prompts), truncation=True, max_length=max_length)["input_ids"]
+    order = length_order([len(ids) for ids in encoded])
+    device = model_device(model)
+    outputs: list[str] = [""] * len(prompts)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = tokenizer.pad(
+                    {"input_ids": [encoded[i] for i in idx]}, return_tensors="pt"
+                ).to(device)
+                generated = model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+                new_tokens = generated[:, batch["input_ids"].shape[1] :]
+                if stats is not None:
+                    produced = int((new_tokens != tokenizer.pad_token_id).sum())
+                    stats["new_tokens"] = stats.get("new_tokens", 0) + produced
+                texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                for i, text in zip(idx, texts, strict=True):
+                    outputs[i] = text.strip()
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return outputs
+
+
+@lru_cache(maxsize=1)
+def _scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+
+
+def rouge_per_sample(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """Return an (n, 3) array of ROUGE-1/2/L F-measures."""
+    if len(predictions) != len(references):
+        raise ValueError("predictions and references differ in length")
+    scorer = _scorer()
+    scores = np.zeros((len(predictions), len(ROUGE_KEYS)), dtype=np.float64)
+    for row, (pred, ref) in enumerate(zip(predictions, references, strict=True)):
+        result = scorer.score(ref, pred)
+        scores[row] = [result[key].fmeasure for key in ROUGE_KEYS]
+    return scores
+
+
+def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Return the mean ROUGE-1/2/L F-measures of the predictions."""
+    scores = rouge_per_sample(predictions, references)
+    means = scores.mean(0) if len(scores) else np.zeros(len(ROUGE_KEYS))
+    return {key: float(value) for key, value in zip(ROUGE_KEYS, means, strict=True)}

@@ -1,0 +1,230 @@
+"""The server's run loop: clustering phase, rounds, evaluation, and recording."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedrouter.errors import FedRouterError
+from fedrouter.results import RunRecorder
+from fedrouter.strategies.base import (
+    ADAPTER_KEY,
+    CLUSTER_QUERY,
+    CONFIG_KEY,
+    METRICS_KEY,
+    ClientInfo,
+    ClusteredStrategy,
+    from_record,
+)
+
+logger = logging.getLogger(__name__)
+
+REPLY_TIMEOUT = 24 * 3600.0  # a round on a big model can be slow; failures come back as errors
+
+
+def wait_for_nodes(grid: Grid, count: int, timeout: float = 600.0) -> list[int]:
+    """Wait until ``count`` nodes are connected and return their ids."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < count:
+        if time.monotonic() > deadline:
+            raise FedRouterError(f"only {len(nodes)} of {count} clients connected in {timeout}s")
+        time.sleep(0.5)
+    return nodes[:count] if len(nodes) > count else nodes
+
+
+def _failures(replies: Iterable[Message]) -> list[tuple[int, str]]:
+    return [(r.metadata.src_node_id, r.error.reason) for r in replies if r.has_error()]
+
+
+def clustering_phase(grid: Grid, nodes: list[int], recorder: RunRecorder):
+    """Ask every client to cluster its data; return their ClientInfo and the init adapter."""
+    messages = [
+        Message(
+            RecordDict({CONFIG_KEY: ConfigRecord({"send-adapter": i == 0})}),
+            dst_node_id=node,
+            message_type=CLUSTER_QUERY,
+        )
+        for i, node in enumerate(nodes)
+    ]
+    replies = list(grid.send_and_receive(messages, timeout=REPLY_TIMEOUT))
+    for node, reason in _failures(replies):
+        recorder.log_event("failure", phase="clustering", node=node, error=reason)
+        logger.error("client %s failed to cluster its data: %s", node, reason)
+    clients, init_adapter = [], None
+    for reply in replies:
+        if reply.has_error():
+            continue
+        arrays = reply.content["centroids"]
+        config = reply.content[CONFIG_KEY]
+        clients.append(
+            ClientInfo(
+                node_id=reply.metadata.src_node_id,
+                partition_id=int(config["partition-id"]),
+                centroids=arrays["centroids"].numpy(),
+                tasks=tuple(config["local-tasks"]),
+                sizes=tuple(int(s) for s in arrays["sizes"].numpy()),
+            )
+        )
+        metrics = dict(reply.content[METRICS_KEY])
+        recorder.log_event(
+            "clustering", partition_id=int(config["partition-id"]), **_process_fields(metrics)
+        )
+        if ADAPTER_KEY in reply.content:
+            init_adapter = from_record(reply.content[ADAPTER_KEY])
+    if init_adapter is None:
+        raise FedRouterError("no client returned the initial adapter; see the failures above")
+    return sorted(clients, key=lambda c: c.partition_id), init_adapter
+
+
+def _process_fields(metrics: dict) -> dict:
+    """Keep the per-process fields (pid, load count) and timings of a reply's metrics."""
+    return {
+        "pid": int(metrics.get("pid", -1)),
+        "model_loads": int(metrics.get("model-loads", -1)),
+        **{k: v for k, v in metrics.items() if k.startswith("seconds/")},
+    }
+
+
+def log_round(server_round: int, num_rounds: int, strategy, seconds: float) -> None:
+    """Log one line per round: loss, time, and how many clients trained each cluster."""
+    trained = strategy.last_outcome.trained
+    loss = np.mean([t["train-loss"] for t in trained]) if trained else float("nan")
+    per_cluster = Counter(int(t["global-cluster"]) for t in trained)
+    sizes = ", ".join(f"c{g}:{n}" for g, n in sorted(per_cluster.items()))
+    logger.info(
+        "round %d/%d  loss %.4f  %.1fs  clients per cluster {%s}%s",
+        server_round,
+        num_rounds,
+        loss,
+        seconds,
+        sizes,
+        f"  failures {len(strategy.last_outcome.failures)}"
+        if strategy.last_outcome.failures
+        else "",
+    )
+
+
+def log_eval_table(server_round: int, evals: list[dict], mean: dict) -> None:
+    """Log a small table of per-client evaluation results."""
+    lines = [f"eval round {server_round}", "client  n    rouge1  rouge2  rougeL  routing"]
+    for e in sorted(evals, key=lambda e: e["partition_id"]):
+        lines.append(
+            f"{e['partition_id']:>6}  {int(e['num-examples']):<4} {e['rouge1']:.4f}  "
+            f"{e['rouge2']:.4f}  {e['rougeL']:.4f}  {e['routing-accuracy']:.3f}"
+        )
+    lines.append(
+        f"{'mean':>6}  {'':<4} {mean['rouge1']:.4f}  {mean['rouge2']:.4f}  "
+        f"{mean['rougeL']:.4f}  {mean['routing-accuracy']:.3f}"
+    )
+    logger.info("\n".join(lines))
+
+
+def run_federation(cfg, grid: Grid, strategy: ClusteredStrategy, recorder: RunRecorder, lora):
+    """Run the clustering phase and every round; record everything; return the summary."""
+    nodes = wait_for_nodes(grid, cfg.num_clients)
+    start = time.perf_counter()
+    clients, init_adapter = clustering_phase(grid, nodes, recorder)
+    strategy.setup(clients, init_adapter)
+    strategy.summary()
+    recorder.write_json("clustering.json", strategy.clustering_report())
+    logger.info("global clusters by task: %s", strategy.cluster_tasks)
+    recorder.log_event("setup", seconds=time.perf_counter() - start)
+    recorder.flush()
+    history: dict[int, dict] = {}
+    for server_round in range(1, cfg.num_rounds + 1):
+        round_start = time.perf_counter()
+        replies = grid.send_and_receive(
+            strategy.configure_train(server_round, None, ConfigRecord(), grid),
+            timeout=REPLY_TIMEOUT,
+        )
+        _, agg = strategy.aggregate_train(server_round, replies)
+        record_train(recorder, strategy, server_round)
+        if len(strategy.last_outcome.trained) < cfg.min_fit_clients:
+            recorder.flush()
+            raise FedRouterError(
+                f"round {server_round}: {len(strategy.last_outcome.trained)} clients trained, "
+                f"fewer than min_fit_clients={cfg.min_fit_clients}"
+            )
+        log_round(server_round, cfg.num_rounds, strategy, time.perf_counter() - round_start)
+        if server_round in cfg.evaluation_rounds:
+            history[server_round] = evaluate_round(cfg, grid, strategy, recorder, server_round)
+        if server_round in cfg.evaluation_rounds or server_round == cfg.num_rounds:
+            for g, arrays in strategy.adapters.items():
+                recorder.save_adapter(server_round, g, arrays, lora)
+        recorder.flush()
+    summary = build_summary(cfg, history, recorder, time.perf_counter() - start)
+    recorder.write_json("summary.json", summary)
+    return summary
+
+
+def record_train(recorder: RunRecorder, strategy, server_round: int) -> None:
+    """Record one train event per client and one per failure."""
+    for t in strategy.last_outcome.trained:
+        fields = {k: v for k, v in t.items() if k not in ("node", "pid", "model-loads")}
+        recorder.log_event(
+            "train",
+            round=server_round,
+            partition_id=t["partition_id"],
+            **{k.replace("-", "_"): v for k, v in fields.items() if k != "partition_id"},
+            pid=int(t.get("pid", -1)),
+            model_loads=int(t.get("model-loads", -1)),
+        )
+    for f in strategy.last_outcome.failures:
+        recorder.log_event("failure", phase="train", round=server_round, **f)
+        logger.error("round %d: client %s failed: %s", server_round, f["node"], f["error"])
+
+
+def evaluate_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_round: int) -> dict:
+    """Evaluate every client with routing and record per-client metrics."""
+    replies = grid.send_and_receive(
+        strategy.configure_evaluate(server_round, None, ConfigRecord(), grid),
+        timeout=REPLY_TIMEOUT,
+    )
+    mean = strategy.aggregate_evaluate(server_round, replies)
+    for e in strategy.last_eval:
+        recorder.log_event(
+            "eval",
+            round=server_round,
+            **{k.replace("-", "_"): v for k, v in e.items() if k not in ("pid", "model-loads")},
+            pid=int(e.get("pid", -1)),
+            model_loads=int(e.get("model-loads", -1)),
+        )
+    for f in strategy.last_eval_failures:
+        recorder.log_event("failure", phase="evaluate", round=server_round, **f)
+        logger.error("eval round %d: client %s failed: %s", server_round, f["node"], f["error"])
+    if mean is None:
+        logger.error("eval round %d: no client returned metrics", server_round)
+        return {}
+    mean = dict(mean)
+    log_eval_table(server_round, strategy.last_eval, mean)
+    return {"mean": mean, "clients": list(strategy.last_eval)}
+
+
+def build_summary(cfg, history: dict[int, dict], recorder: RunRecorder, seconds: float) -> dict:
+    """Summarise: final ROUGE per client and the client-weighted mean, per eval round too."""
+    loads: dict[int, int] = {}
+    for event in recorder.events:
+        if event.get("pid", -1) >= 0:
+            loads[event["pid"]] = max(loads.get(event["pid"], 0), event.get("model_loads", 0))
+    evaluated = [r for r in sorted(history) if history[r]]
+    final = history[evaluated[-1]] if evaluated else {}
+    return {
+        "fed_alg": cfg.fed_alg,
+        "seed": cfg.seed,
+        "num_rounds": cfg.num_rounds,
+        "wall_seconds": seconds,
+        "final_round": evaluated[-1] if evaluated else None,
+        "final": final.get("mean", {}),
+        "final_per_client": {
+            str(e["partition_id"]): {k: e[k] for k in ("rouge1", "rouge2", "rougeL")}
+            for e in final.get("clients", [])
+        },
+        "by_round": {str(r): history[r].get("mean", {}) for r in evaluated},
+        "model_loads_per_process": {str(pid): n for pid, n in sorted(loads.items())},
+    }

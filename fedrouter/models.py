@@ -1,0 +1,268 @@
+"""Base model + tokenizer (4-bit when asked), LoRA wrap, and adapter <-> arrays."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedrouter.errors import FedRouterError
+
+logger = logging.getLogger(__name__)
+
+ADAPTER = "default"  # PEFT's name for the first adapter; the one every strategy trains
+
+
+class ModelLoadError(FedRouterError):
+    """The base model or tokenizer cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that decides which base model and LoRA layout a process holds."""
+
+    model_name_or_path: str
+    load_in_4bit: bool = True
+    load_in_8bit: bool = False
+    use_peft: bool = True
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: tuple[str, ...] = ("all-linear",)
+    seed: int = 0  # seeds the LoRA A init, so every process starts from the same adapter
+
+    @classmethod
+    def from_config(cls, cfg) -> ModelSpec:
+        """Take the model fields of a ``Config``."""
+        return cls(
+            model_name_or_path=cfg.model_name_or_path,
+            load_in_4bit=cfg.load_in_4bit,
+            load_in_8bit=cfg.load_in_8bit,
+            use_peft=cfg.use_peft,
+            lora_r=cfg.peft_lora_r,
+            lora_alpha=cfg.peft_lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            lora_target_modules=tuple(cfg.lora_target_modules),
+            seed=cfg.seed,
+        )
+
+
+# Process-level cache and load counter: the base model is loaded once per process.
+_CACHE: dict[ModelSpec, tuple[object, object]] = {}
+LOAD_STATS = {"count": 0, "seconds": 0.0}
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map ``tiny`` to the cached tiny build; leave other ids and paths alone."""
+    from fedrouter.tiny_model import TINY_MODEL_NAME, resolve_tiny_model
+
+    if name_or_path == TINY_MODEL_NAME:
+        return str(resolve_tiny_model())
+    return name_or_path
+
+
+def check_model_source(name_or_path: str) -> None:
+    """Fail early and clearly when a model path does not exist or the Hub is off."""
+    if name_or_path == "tiny":
+        return
+    looks_local = name_or_path.startswith((".", "/", "~")) or os.path.isdir(name_or_path)
+    if looks_local and not Path(name_or_path).expanduser().is_dir():
+        raise ModelLoadError(f"model_name_or_path '{name_or_path}' is not a folder")
+    if looks_local and not (Path(name_or_path).expanduser() / "config.json").exists():
+        raise ModelLoadError(f"model_name_or_path '{name_or_path}' has no config.json")
+
+
+def _quantization_config(spec: ModelSpec, compute_dtype):
+    from transformers import BitsAndBytesConfig
+
+    if spec.load_in_4bit:
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    if spec.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def compute_dtype():
+    """Return bf16 on a GPU that supports it, else float32 (CPU bf16 matmuls are slow)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def disable_cpu_repacking(model) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights in place during CPU inference.
+
+    On CPUs with AVX512-BF16, bitsandbytes converts each ``Linear4bit`` to a packed layout on
+    its first eval-mode no-grad forward; after that, LoRA layers above it silently get no
+    gradient. Turning the fast path off keeps one weight layout for training and inference.
+    """
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return 0
+    count = 0
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
+
+
+def load_tokenizer(path: str):
+    """Load a tokenizer and make sure it can pad."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model_and_tokenizer(spec: ModelSpec):
+    """Load the base model (quantized when asked), wrap it in LoRA, and return (model, tok)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    check_model_source(spec.model_name_or_path)
+    path = resolve_model_path(spec.model_name_or_path)
+    start = time.perf_counter()
+    dtype = compute_dtype()
+    quant = _quantization_config(spec, dtype)
+    device_map = {"": torch.cuda.current_device()} if torch.cuda.is_available() else None
+    try:
+        tokenizer = load_tokenizer(path)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, quantization_config=quant, dtype=dtype, device_map=device_map
+        )
+    except OSError as exc:
+        raise ModelLoadError(
+            f"cannot load model '{spec.model_name_or_path}': {str(exc).splitlines()[0]} "
+            "(offline? pass a local folder, or model_name_or_path=tiny)"
+        ) from exc
+    model.config.use_cache = True
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        # Gradient checkpointing only pays off for big models on a GPU.
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=torch.cuda.is_available()
+        )
+        disable_cpu_repacking(model)
+    if spec.use_peft:
+        model = add_lora(model, spec)
+    LOAD_STATS["count"] += 1
+    LOAD_STATS["seconds"] += time.perf_counter() - start
+    logger.info(
+        "loaded base model %s (4bit=%s) in %.2fs",
+        path,
+        spec.load_in_4bit,
+        time.perf_counter() - start,
+    )
+    return model, tokenizer
+
+
+def lora_config(spec: ModelSpec, base_model_name_or_path: str | None = None):
+    """Return the PEFT ``LoraConfig`` of ``spec``."""
+    from peft import LoraConfig
+
+    targets = list(spec.lora_target_modules)
+    return LoraConfig(
+        r=spec.lora_r,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=spec.lora_dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=base_model_name_or_path,
+    )
+
+
+def add_lora(model, spec: ModelSpec, adapter_name: str = ADAPTER):
+    """Wrap ``model`` in LoRA (or add a further adapter to a PEFT model), seeded."""
+    import torch
+    from peft import PeftModel, get_peft_model
+
+    torch.manual_seed(spec.seed)
+    config = lora_config(spec, spec.model_name_or_path)
+    if isinstance(model, PeftModel):
+        model.add_adapter(adapter_name, config)
+    else:
+        model = get_peft_model(model, config, adapter_name=adapter_name)
+    keep_adapter_float32(model)
+    return model
+
+
+def get_model_and_tokenizer(spec: ModelSpec):
+    """Return this process's model and tokenizer for ``spec``, loading them on first use."""
+    if spec not in _CACHE:
+        _CACHE[spec] = load_model_and_tokenizer(spec)
+    return _CACHE[spec]
+
+
+def clear_model_cache() -> None:
+    """Forget the cached models (tests use this to measure loads)."""
+    _CACHE.clear()
+
+
+def keep_adapter_float32(model) -> None:
+    """Cast trainable (LoRA) parameters to float32.
+
+    TRL casts them to bf16 on quantized models; keeping float32 makes the adapter round trip
+    exact and lets aggregated adapters load without rounding.
+    """
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+
+
+def adapter_to_arrays(model, adapter_name: str = ADAPTER) -> OrderedDict[str, np.ndarray]:
+    """Return the adapter's weights as float32 numpy arrays, in the model's stable key order."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(model, adapter_name=adapter_name)
+    return OrderedDict(
+        (key, tensor.detach().float().cpu().numpy().copy()) for key, tensor in state.items()
+    )
+
+
+def arrays_to_adapter(model, arrays, adapter_name: str = ADAPTER) -> None:
+    """Load named arrays into the adapter in place (no model reload)."""
+    import torch
+    from peft import set_peft_model_state_dict
+
+    current = get_adapter_keys(model, adapter_name)
+    missing = [key for key in current if key not in arrays]
+    unexpected = [key for key in arrays if key not in current]
+    if missing or unexpected:
+        raise ValueError(
+            "adapter arrays do not match the model: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    state = {key: torch.from_numpy(np.asarray(arrays[key])) for key in current}
+    set_peft_model_state_dict(model, state, adapter_name=adapter_name)
+
+
+def get_adapter_keys(model, adapter_name: str = ADAPTER) -> list[str]:
+    """Return the adapter's state-dict keys in order."""
+    from peft import get_peft_model_state_dict
+
+    return list(get_peft_model_state_dict(model, adapter_name=adapter_name).keys())
+
+
+def model_device(model):
+    """Return the device the model's inputs belong on."""
+    return next(model.parameters()).device

@@ -1,0 +1,265 @@
+"""FedRouter's clustered strategy on Flower's Message-API ``Strategy``.
+
+The server holds one adapter per global cluster. Each round it sends every sampled client the
+adapter of the global cluster matched to the local cluster that client trains this round, and
+it averages the returned adapters within each global cluster. Baselines override one hook:
+how local clusters are matched to global clusters (``match_clusters``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedrouter.clustering import global_assignment, kmeans
+from fedrouter.strategies.aggregation import aggregate_by_cluster, sample_nodes
+from fedrouter.training import cosine_lr
+
+logger = logging.getLogger(__name__)
+
+# Message keys shared with the ClientApp; each is defined once, here.
+ADAPTER_KEY = "adapter"
+CONFIG_KEY = "config"
+METRICS_KEY = "metrics"
+ROUTING_KEY = "routing"
+CLUSTER_QUERY = "query.cluster"
+
+
+def adapter_key(cluster: int) -> str:
+    """Name the ArrayRecord that carries one cluster's adapter in an evaluate message."""
+    return f"{ADAPTER_KEY}.{cluster}"
+
+
+def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Pack named numpy arrays into an ArrayRecord, keeping the key order."""
+    return ArrayRecord(OrderedDict((k, Array(np.ascontiguousarray(v))) for k, v in arrays.items()))
+
+
+def from_record(record: ArrayRecord) -> OrderedDict:
+    """Unpack an ArrayRecord into named numpy arrays."""
+    return OrderedDict((key, array.numpy()) for key, array in record.items())
+
+
+@dataclass
+class ClientInfo:
+    """What the server knows of a client after the clustering phase."""
+
+    node_id: int
+    partition_id: int
+    centroids: np.ndarray  # (n_local, hidden)
+    tasks: tuple[str, ...]  # majority true task per local cluster (diagnostics only)
+    sizes: tuple[int, ...]  # training samples per local cluster
+
+
+@dataclass
+class RoundOutcome:
+    """What aggregate_train learned about one round, for the recorder."""
+
+    trained: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+
+
+class ClusteredStrategy(Strategy):
+    """FedRouter: k-means of local centroids into global task clusters, one adapter each."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.clients: dict[int, ClientInfo] = {}
+        self.assignment: dict[int, np.ndarray] = {}  # node -> global cluster of each local one
+        self.global_centroids = np.zeros((0, 0), dtype=np.float32)
+        self.adapters: dict[int, OrderedDict] = {}
+        self.cluster_tasks: list[str] = []
+        self.last_outcome = RoundOutcome()
+
+    # ----- setup -------------------------------------------------------------------------
+    @property
+    def num_global_clusters(self) -> int:
+        """Return how many adapters the server keeps."""
+        return self.cfg.global_n_clusters
+
+    def ordered_nodes(self) -> list[int]:
+        """Return node ids ordered by partition id, so sampling does not depend on ids."""
+        return sorted(self.clients, key=lambda n: self.clients[n].partition_id)
+
+    def setup(self, clients: Iterable[ClientInfo], init_adapter: Mapping[str, np.ndarray]):
+        """Match local clusters to global ones and give every global cluster the init adapter."""
+        self.clients = {c.node_id: c for c in clients}
+        self.match_clusters()
+        init = OrderedDict((k, np.asarray(v, dtype=np.float32)) for k, v in init_adapter.items())
+        self.adapters = {g: init for g in range(self.num_global_clusters)}
+        self.cluster_tasks = self.label_clusters()
+
+    def match_clusters(self) -> None:
+        """k-means all local centroids into global clusters (the FedRouter hook)."""
+        nodes = self.ordered_nodes()
+        stacked = np.concatenate([self.clients[n].centroids for n in nodes])
+        result = kmeans(stacked, self.num_global_clusters, seed=self.cfg.seed)
+        self.global_centroids = result.centroids
+        for n in nodes:
+            self.assignment[n] = global_assignment(self.clients[n].centroids, result.centroids)
+
+    def label_clusters(self) -> list[str]:
+        """Name each global cluster by the majority task of the local clusters it holds."""
+        votes: dict[int, dict[str, int]] = {g: {} for g in range(self.num_global_clusters)}
+        for node, clusters in self.assignment.items():
+            info = self.clients[node]
+            for local, g in enumerate(clusters):
+                task = info.tasks[local]
+                votes[int(g)][task] = votes[int(g)].get(task, 0) + info.sizes[local]
+        return [max(v, key=v.get) if v else "" for _, v in sorted(votes.items())]
+
+    def clustering_report(self) -> dict:
+        """Describe the matching for clustering.json."""
+        nodes = self.ordered_nodes()
+        return {
+            "global_centroids": self.global_centroids,
+            "cluster_tasks": self.cluster_tasks,
+            "clients": [
+                {
+                    "partition_id": self.clients[n].partition_id,
+                    "local_centroids": self.clients[n].centroids,
+                    "local_tasks": list(self.clients[n].tasks),
+                    "local_sizes": list(self.clients[n].sizes),
+                    "global_cluster": self.assignment[n],
+                }
+                for n in nodes
+            ],
+        }
+
+    # ----- training ----------------------------------------------------------------------
+    def local_cluster(self, node: int, server_round: int) -> int:
+        """Return the local cluster a client trains this round."""
+        return server_round % len(self.assignment[node])
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample clients and send each the adapter of its matched global cluster."""
+        nodes = sample_nodes(
+            self.ordered_nodes(), self.cfg.sample_clients, self.cfg.seed, server_round
+        )
+        lr = cosine_lr(
+            server_round, self.cfg.num_rounds, self.cfg.learning_rate, self.cfg.min_learning_rate
+        )
+        messages = []
+        for node in nodes:
+            local = self.local_cluster(node, server_round)
+            g = int(self.assignment[node][local])
+            content = RecordDict(
+                {
+                    ADAPTER_KEY: to_record(self.adapters[g]),
+                    CONFIG_KEY: ConfigRecord(
+                        {
+                            "server-round": server_round,
+                            "local-cluster": local,
+                            "global-cluster": g,
+                            "lr": lr,
+                        }
+                    ),
+                }
+            )
+            messages.append(Message(content, dst_node_id=node, message_type=MessageType.TRAIN))
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """FedAvg within each global cluster, weighted by the examples each client trained on."""
+        updates, outcome = [], RoundOutcome()
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                outcome.failures.append({"node": node, "error": reply.error.reason})
+                continue
+            metrics = reply.content[METRICS_KEY]
+            g = int(metrics["global-cluster"])
+            weight = float(metrics["num-examples"])
+            updates.append((g, from_record(reply.content[ADAPTER_KEY]), weight))
+            outcome.trained.append(
+                {"node": node, "partition_id": self.clients[node].partition_id, **dict(metrics)}
+            )
+        self.adapters = aggregate_by_cluster(self.adapters, updates)
+        self.last_outcome = outcome
+        if not outcome.trained:
+            return None, None
+        total = sum(t["num-examples"] for t in outcome.trained)
+        loss = sum(t["train-loss"] * t["num-examples"] for t in outcome.trained) / total
+        return None, MetricRecord({"train-loss": loss, "num-examples": total})
+
+    # ----- evaluation --------------------------------------------------------------------
+    def eval_clusters(self, node: int) -> list[int]:
+        """Return the global clusters a client may route to (local or global mode)."""
+        if self.cfg.evaluation_mode == "global":
+            return list(range(self.num_global_clusters))
+        return sorted({int(g) for g in self.assignment[node]})
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Send every client the global centroids and the adapters of the clusters it may use."""
+        messages = []
+        for node in self.ordered_nodes():
+            clusters = self.eval_clusters(node)
+            records = {
+                ROUTING_KEY: to_record(
+                    {
+                        "clusters": np.asarray(clusters, dtype=np.int64),
+                        "centroids": self.global_centroids,
+                    }
+                ),
+                CONFIG_KEY: ConfigRecord(
+                    {"server-round": server_round, "cluster-tasks": list(self.cluster_tasks)}
+                ),
+            }
+            for g in clusters:
+                records[adapter_key(g)] = to_record(self.adapters[g])
+            messages.append(
+                Message(RecordDict(records), dst_node_id=node, message_type=MessageType.EVALUATE)
+            )
+        return messages
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Return the client-weighted mean of each reported metric."""
+        self.last_eval: list[dict] = []
+        self.last_eval_failures: list[dict] = []
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                self.last_eval_failures.append({"node": node, "error": reply.error.reason})
+                continue
+            metrics = dict(reply.content[METRICS_KEY])
+            self.last_eval.append({"partition_id": self.clients[node].partition_id, **metrics})
+        if not self.last_eval:
+            return None
+        total = sum(e["num-examples"] for e in self.last_eval)
+        keys = ("rouge1", "rouge2", "rougeL", "routing-accuracy")
+        return MetricRecord(
+            {k: sum(e[k] * e["num-examples"] for e in self.last_eval) / total for k in keys}
+        )
+
+    def summary(self) -> None:
+        """Log the strategy's settings."""
+        logger.info(
+            "strategy %s: %d global clusters, %d of %d clients per round",
+            type(self).__name__,
+            self.num_global_clusters,
+            self.cfg.sample_clients,
+            self.cfg.num_clients,
+        )

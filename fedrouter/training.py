@@ -1,0 +1,147 @@
+"""One local training call with TRL's SFTTrainer, and the cosine learning rate over rounds."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fedrouter.data.templates import format_prompt
+from fedrouter.models import keep_adapter_float32
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Per-call training settings, taken from the run config."""
+
+    max_steps: int = 10
+    num_train_epochs: int = 1
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    seq_length: int = 1024
+    template: str = "alpaca"
+
+    @classmethod
+    def from_config(cls, cfg) -> TrainSettings:
+        """Take the training fields of a ``Config``."""
+        return cls(
+            max_steps=cfg.max_steps,
+            num_train_epochs=cfg.num_train_epochs,
+            batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            seq_length=cfg.seq_length,
+            template=cfg.template,
+        )
+
+    @property
+    def samples_per_call(self) -> int:
+        """Return how many samples one call consumes."""
+        return self.batch_size * self.gradient_accumulation_steps * self.max_steps
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one local training call reports."""
+
+    loss: float
+    num_examples: int
+    seconds: float
+
+
+def cosine_lr(server_round: int, num_rounds: int, lr: float, min_lr: float = 1e-5) -> float:
+    """Return the learning rate of round ``server_round`` (1-based): ``lr`` down to ``min_lr``."""
+    progress = (server_round - 1) / max(num_rounds, 1)
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def subsample(rows: Sequence[dict], n: int, seed: int) -> list[dict]:
+    """Draw ``n`` rows without replacement (all of them, shuffled, if there are fewer)."""
+    rng = random.Random(seed)
+    if len(rows) <= n:
+        picked = list(rows)
+        rng.shuffle(picked)
+        return picked
+    return rng.sample(list(rows), n)
+
+
+def to_prompt_completion(rows: Sequence[dict], template: str) -> list[dict]:
+    """Turn instruction/response rows into TRL prompt/completion rows."""
+    return [
+        {"prompt": format_prompt(row["instruction"], template), "completion": row["response"]}
+        for row in rows
+    ]
+
+
+def sft_config(settings: TrainSettings, lr: float, seed: int, output_dir: str):
+    """Return an ``SFTConfig`` that fits the device: bf16 on a capable GPU, CPU otherwise."""
+    import torch
+    from trl import SFTConfig
+
+    cuda = torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        learning_rate=lr,
+        lr_scheduler_type="constant",  # the schedule runs over rounds, not inside one
+        max_steps=settings.max_steps,
+        num_train_epochs=settings.num_train_epochs,
+        max_length=settings.seq_length,
+        completion_only_loss=True,  # loss on the response tokens only
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=cuda,
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=max(settings.max_steps, 1),
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataset_num_proc=None,
+    )
+
+
+def train_adapter(
+    model, tokenizer, rows: Sequence[dict], *, settings: TrainSettings, lr: float, seed: int
+) -> TrainResult:
+    """Train the model's active adapter on a subsample of ``rows`` and report loss and count."""
+    from datasets import Dataset
+    from datasets.utils.logging import disable_progress_bar
+    from transformers import PrinterCallback
+    from transformers.utils import logging as hf_logging
+    from trl import SFTTrainer
+
+    if not rows:
+        raise ValueError("train_adapter needs at least one row")
+    start = time.perf_counter()
+    picked = subsample(rows, settings.samples_per_call, seed)
+    dataset = Dataset.from_list(to_prompt_completion(picked, settings.template))
+    disable_progress_bar()  # per-round dataset preparation is not worth a progress bar
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with tempfile.TemporaryDirectory(prefix="fedrouter-sft-") as tmp:
+            trainer = SFTTrainer(
+                model=model,
+                args=sft_config(settings, lr, seed, tmp),
+                train_dataset=dataset,
+                processing_class=tokenizer,
+            )
+            trainer.remove_callback(PrinterCallback)  # it prints a metrics dict per log step
+            keep_adapter_float32(model)  # undo TRL's bf16 cast before the optimizer exists
+            output = trainer.train()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.eval()
+    return TrainResult(
+        loss=float(output.training_loss),
+        num_examples=len(picked),
+        seconds=time.perf_counter() - start,
+    )

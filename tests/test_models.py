@@ -1,0 +1,130 @@
+"""QLoRA on the tiny model: 4-bit layers, training moves only LoRA, the bitsandbytes trap,
+the adapter round trip, and one base-model load per process."""
+
+import numpy as np
+import pytest
+import torch
+
+from fedrouter.data import format_prompt, generate_synthetic
+from fedrouter.embeddings import embed_texts
+from fedrouter.evaluation import generate
+from fedrouter.models import (
+    LOAD_STATS,
+    ModelSpec,
+    adapter_to_arrays,
+    arrays_to_adapter,
+    clear_model_cache,
+    get_model_and_tokenizer,
+)
+from fedrouter.training import TrainSettings, train_adapter
+
+
+def task_rows(task="headline_synth", n=400):
+    return [r for r in generate_synthetic() if r["task"] == task][:n]
+
+
+def completion_loss(model, tokenizer, rows, template="alpaca"):
+    """Mean cross-entropy on the response tokens of ``rows`` (prompt tokens masked)."""
+    losses = []
+    model.eval()
+    with torch.no_grad():
+        for row in rows:
+            prompt = tokenizer(format_prompt(row["instruction"], template))["input_ids"]
+            full = tokenizer(format_prompt(row["instruction"], template) + row["response"])
+            ids = torch.tensor([full["input_ids"]])
+            labels = ids.clone()
+            labels[0, : len(prompt)] = -100
+            losses.append(model(input_ids=ids, labels=labels).loss.item())
+    return float(np.mean(losses))
+
+
+def base_weights(model):
+    return {
+        n: p.detach().clone()
+        for n, p in model.named_parameters()
+        if "lora_" not in n and p.dtype != torch.uint8
+    } | {n: p.detach().clone() for n, p in model.named_parameters() if p.dtype == torch.uint8}
+
+
+def test_layers_are_4bit_with_lora(fresh_qlora):
+    from bitsandbytes.nn import Linear4bit
+
+    model, _, init = fresh_qlora
+    quantized = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    assert len(quantized) == 2 * 7  # q,k,v,o,gate,up,down in each of the 2 layers
+    assert any("lora_A" in k for k in init) and any("lora_B" in k for k in init)
+    # LoRA sits on every linear layer of the blocks (all-linear), not just q/v
+    assert {k.split(".")[-3] for k in init} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
+
+
+def test_qlora_training_moves_lora_only_and_lowers_loss(fresh_qlora):
+    model, tokenizer, init = fresh_qlora
+    rows = task_rows()
+    held_out = rows[-16:]
+    before_base = base_weights(model)
+    loss_before = completion_loss(model, tokenizer, held_out)
+    settings = TrainSettings(max_steps=30, batch_size=8, seq_length=256)
+    result = train_adapter(model, tokenizer, rows[:-16], settings=settings, lr=3e-3, seed=0)
+    after = adapter_to_arrays(model)
+    assert result.num_examples == 30 * 8
+    for name, tensor in base_weights(model).items():
+        assert torch.equal(tensor, before_base[name]), f"base weight {name} changed"
+    changed = [k for k in init if not np.array_equal(init[k], after[k])]
+    assert len(changed) == len(init), "every LoRA matrix should move"
+    assert completion_loss(model, tokenizer, held_out) < loss_before - 0.2
+
+
+def test_training_after_embedding_and_generation_still_moves_adapter(fresh_qlora):
+    """bitsandbytes repacks 4-bit weights on an eval no-grad CPU forward; LoRA must still learn."""
+    model, tokenizer, init = fresh_qlora
+    rows = task_rows("dialogsum_synth", 200)
+    embed_texts(model, tokenizer, [r["instruction"] for r in rows[:8]], batch_size=4)
+    generate(
+        model, tokenizer, [format_prompt(r["instruction"]) for r in rows[:4]], max_new_tokens=4
+    )
+    settings = TrainSettings(max_steps=3, batch_size=4, seq_length=256)
+    train_adapter(model, tokenizer, rows, settings=settings, lr=1e-3, seed=1)
+    after = adapter_to_arrays(model)
+    lora_b = [k for k in init if "lora_B" in k]
+    assert all(not np.array_equal(init[k], after[k]) for k in lora_b)
+
+
+def test_adapter_arrays_are_float32_and_round_trip_exactly(fresh_qlora):
+    model, tokenizer, init = fresh_qlora
+    settings = TrainSettings(max_steps=2, batch_size=4, seq_length=256)
+    train_adapter(model, tokenizer, task_rows(n=50), settings=settings, lr=1e-3, seed=2)
+    trained = adapter_to_arrays(model)
+    assert {a.dtype for a in trained.values()} == {np.dtype("float32")}
+    assert list(trained) == list(init)  # stable key order
+    rng = np.random.default_rng(0)
+    noisy = {k: (v + rng.normal(size=v.shape)).astype(np.float32) for k, v in trained.items()}
+    arrays_to_adapter(model, noisy)
+    back = adapter_to_arrays(model)
+    assert all(np.array_equal(noisy[k], back[k]) for k in noisy)
+
+
+def test_mismatched_arrays_are_rejected(fresh_qlora):
+    model, _, init = fresh_qlora
+    broken = dict(init)
+    broken.pop(next(iter(broken)))
+    with pytest.raises(ValueError, match="missing"):
+        arrays_to_adapter(model, broken)
+
+
+def test_model_is_loaded_once_per_process(tiny_path):
+    clear_model_cache()
+    spec = ModelSpec(tiny_path, load_in_4bit=False, lora_r=4, lora_alpha=8)
+    count = LOAD_STATS["count"]
+    first = get_model_and_tokenizer(spec)
+    second = get_model_and_tokenizer(spec)
+    assert first[0] is second[0]
+    assert LOAD_STATS["count"] == count + 1
+    clear_model_cache()

@@ -1,0 +1,123 @@
+#!/bin/sh
+# FedRouter on Flower: one simulation per seed, one log per seed.
+#
+#   sh training_scripts/run_flower_simulation_router.sh [PRESET]
+#
+# Edit the variables below, or pass a preset (a small shell file that overrides some of
+# them, e.g. configs/quickstart.sh). Each seed writes ${output_dir}/${sim_alias}_seed${seed}_log.txt
+# and a run directory ${output_dir}/${sim_alias}_${fed_alg}_seed${seed}/ (see README).
+
+# Training configuration
+max_steps=10
+num_train_epochs=1
+num_rounds=25
+eval_round="3,10,25,50,75,100"        # rounds after which to evaluate (beyond num_rounds: dropped)
+batch_size=16
+batch_size_eval=128
+gradient_accumulation_steps=1
+seq_length=1024
+num_clients=8
+sample_clients=8
+lora_r=8
+lora_alpha=16                         # twice lora_r
+lr=5e-4                               # cosine over rounds, down to 1e-5
+
+# Dataset configuration
+dataset_name='multitask'              # multitask (Hub) | multitask_synthetic (offline)
+dataset_sample=400000
+local_data_dir=''                     # folder with <task>/<files> in the Hub's columns, if offline
+
+# Model configuration
+model_name_or_path='meta-llama/Llama-3.2-1B'   # or a local folder, or 'tiny'
+seeds="111 222 333 444 555"
+
+# Output configuration
+output_dir="output_multitask/experiments_1b"
+sim_alias='router_single'
+
+# Federated learning configuration
+fed_alg="clustered"                   # clustered (= FedRouter) | router_oracle
+sim_round=105                         # round of client clustering for cfl (ignored by FedRouter)
+n_clusters=1                          # local clusters per client
+global_n_clusters=4                   # global task clusters
+split_strategy="multitask_clusters"   # iid | multitask_iid | multitask_clusters | multitask_multi_domain
+train_split=0.8
+evaluation_mode="local"               # local: route among own clusters; global: among all
+
+gpu='0,1'                             # exported as CUDA_VISIBLE_DEVICES
+
+# Advanced configuration
+client_resources_cpus=1
+client_resources_gpus=1               # 0 on a machine without CUDA
+template="alpaca"
+max_new_tokens=32                     # generation length at evaluation
+max_data_per_client=600
+max_eval_size=300
+extra_args=""                         # any further flags, e.g. "--lora_dropout 0.1"
+
+python_bin="${PYTHON:-python}"
+
+if [ $# -gt 0 ]; then
+    if [ ! -f "$1" ]; then
+        echo "error: preset '$1' not found" >&2
+        exit 2
+    fi
+    echo "Using preset $1"
+    . "$1"
+fi
+
+mkdir -p "$output_dir" || { echo "error: cannot create output_dir '$output_dir'" >&2; exit 2; }
+export CUDA_VISIBLE_DEVICES="$gpu"
+export PYTHONUNBUFFERED=1
+
+echo "Starting Flower simulation (fed_alg=$fed_alg, seeds: $seeds)"
+for seed in $seeds; do
+    log="$output_dir/${sim_alias}_seed${seed}_log.txt"
+    echo "===== seed $seed: running, log in $log ====="
+    # shellcheck disable=SC2086  # extra_args is meant to split into flags
+    "$python_bin" -m fedrouter.simulation \
+        --learning_rate "$lr" \
+        --model_name_or_path "$model_name_or_path" \
+        --dataset_name "$dataset_name" \
+        --dataset_sample "$dataset_sample" \
+        --local_data_dir "$local_data_dir" \
+        --fed_alg "$fed_alg" \
+        --num_clients "$num_clients" \
+        --sample_clients "$sample_clients" \
+        --max_steps "$max_steps" \
+        --num_train_epochs "$num_train_epochs" \
+        --num_rounds "$num_rounds" \
+        --batch_size "$batch_size" \
+        --gradient_accumulation_steps "$gradient_accumulation_steps" \
+        --seq_length "$seq_length" \
+        --peft_lora_r "$lora_r" \
+        --peft_lora_alpha "$lora_alpha" \
+        --use_peft True \
+        --load_in_4bit True \
+        --output_dir "$output_dir" \
+        --template "$template" \
+        --sim_round "$sim_round" \
+        --n_clusters "$n_clusters" \
+        --global_n_clusters "$global_n_clusters" \
+        --split_strategy "$split_strategy" \
+        --train_split "$train_split" \
+        --sim_alias "$sim_alias" \
+        --evaluation_rounds "$eval_round" \
+        --eval_batch_size "$batch_size_eval" \
+        --evaluation_mode "$evaluation_mode" \
+        --client_resources_cpus "$client_resources_cpus" \
+        --client_resources_gpus "$client_resources_gpus" \
+        --max_new_tokens "$max_new_tokens" \
+        --max_data_per_client "$max_data_per_client" \
+        --max_eval_size "$max_eval_size" \
+        --seed "$seed" \
+        --run_simulation \
+        $extra_args > "$log" 2>&1
+    status=$?
+    if [ $status -ne 0 ]; then
+        echo "error: seed $seed failed (exit $status). Read $log:" >&2
+        tail -n 5 "$log" >&2
+        exit $status
+    fi
+    echo "===== seed $seed: finished; $(grep -o 'results in .*' "$log" | tail -n 1) ====="
+done
