@@ -1,11 +1,22 @@
 """Strategies: FedRouter and the baselines, on Flower's Message-API Strategy."""
 
 from fedrouter.strategies.base import ClusteredStrategy
+from fedrouter.strategies.baselines import (
+    CFLStrategy,
+    FedAvgStrategy,
+    FedDPAStrategy,
+    LocalStrategy,
+    OracleRouterStrategy,
+)
 
 # One entry per fed_alg value; every method shares data, model, training and evaluation.
 STRATEGIES = {
-    "clustered": ClusteredStrategy,
-    "router_oracle": ClusteredStrategy,  # clients cluster and route by the true task label
+    "clustered": ClusteredStrategy,  # FedRouter
+    "fedavg": FedAvgStrategy,
+    "local": LocalStrategy,
+    "cfl": CFLStrategy,
+    "feddpa": FedDPAStrategy,
+    "router_oracle": OracleRouterStrategy,
 }
 
 

@@ -1,0 +1,671 @@
+"""Summarise every run under an output folder into results.md, results.csv and PNG plots.
+
+Usage: ``python -m fedrouter.report OUTPUT_DIR [--out FOLDER]``.
+
+A run directory is any folder under OUTPUT_DIR whose ``config.json`` has a "config" key.
+Complete runs (summary.json with final metrics) are averaged over seeds per method and
+scenario; incomplete and failed runs are listed in results.md, never averaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import os
+import re
+import statistics
+import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedrouter.errors import FedRouterError
+from fedrouter.results import atomic_write_text, check_writable
+
+logger = logging.getLogger(__name__)
+
+COMPLETE, INCOMPLETE, FAILED = "complete", "incomplete", "failed"
+METHOD_ORDER = ("clustered", "router_oracle", "fedavg", "local", "cfl", "feddpa")
+METHOD_LABELS = {"clustered": "FedRouter (clustered)"}
+SCENARIO_ORDER = ("single", "interference", "generalization")
+DEFAULT_SCENARIO = "custom"  # runs written before config had a scenario field
+BASELINES = {"fedavg": "FedAvg", "local": "Local"}  # relative gains are taken against these
+ROUTING = "routing-accuracy"  # the key summary.json uses
+CSV_COLUMNS = (
+    "method",
+    "scenario",
+    "n_seeds",
+    "rouge1_mean",
+    "rouge1_std",
+    "rougeL_mean",
+    "rougeL_std",
+    "routing_accuracy_mean",
+    "rel_to_fedavg_pct",
+    "rel_to_local_pct",
+)
+MISSING = "—"
+REPORT_MODE = 0o644  # temporary files are created 0600; reports are meant to be shared
+NOTE_CHARS = 120  # keeps the incomplete-runs table readable when an error is long
+
+
+@dataclass
+class RunRecord:
+    """One run directory, as read from its files."""
+
+    path: Path
+    method: str
+    scenario: str
+    seed: int | None
+    status: str
+    final: dict[str, float] = field(default_factory=dict)
+    by_round: dict[int, dict[str, float]] = field(default_factory=dict)
+    last_round: int | None = None  # last evaluated round
+    clustering: dict | None = None
+    num_rounds: int | None = None
+    note: str = ""  # why the run is not complete
+
+
+@dataclass
+class Row:
+    """Seed statistics of one (method, scenario) pair of complete runs."""
+
+    method: str
+    scenario: str
+    n_seeds: int
+    rouge1_mean: float | None
+    rouge1_std: float | None  # None when n_seeds < 2
+    rougeL_mean: float | None
+    rougeL_std: float | None
+    routing_accuracy_mean: float | None
+    rel_to_fedavg_pct: float | None = None
+    rel_to_local_pct: float | None = None
+    seeds: tuple = ()
+
+
+# ----- reading ---------------------------------------------------------------------------
+def _read_json(path: Path) -> Any:
+    """Return the JSON in ``path``, or None (with a warning) when it cannot be read."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        logger.warning("skipping unreadable %s: %s", path, exc)
+        return None
+
+
+def _read_events(run_dir: Path) -> list[dict]:
+    """Return the events of metrics.jsonl, skipping lines that do not parse."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    events = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            logger.warning("%s:%d is not JSON; skipped", path, n)
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def _metrics(values: Any) -> dict[str, float]:
+    """Keep the finite numbers of a metrics mapping."""
+    if not isinstance(values, dict):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+def _by_round(values: Any) -> dict[int, dict[str, float]]:
+    """Turn summary.json's ``by_round`` (string keys) into {round: metrics}."""
+    out = {}
+    for key, metrics in (values or {}).items():
+        try:
+            out[int(key)] = _metrics(metrics)
+        except (TypeError, ValueError):
+            logger.warning("ignoring by_round key %r", key)
+    return dict(sorted(out.items()))
+
+
+def _last_round(events: Iterable[dict], kind: str) -> int | None:
+    """Return the highest round among events of one kind."""
+    rounds = [
+        e["round"] for e in events if e.get("event") == kind and isinstance(e.get("round"), int)
+    ]
+    return max(rounds) if rounds else None
+
+
+def _one_line(text: str) -> str:
+    """Collapse whitespace and shorten to NOTE_CHARS characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= NOTE_CHARS else text[: NOTE_CHARS - 1] + "…"
+
+
+def _unfinished_status(events: list[dict], num_rounds: int | None, has_summary: bool):
+    """Return (status, note) of a run that has no final metrics."""
+    failures = [e for e in events if e.get("event") == "failure"]
+    if failures:
+        last = failures[-1]
+        where = last.get("phase", "?")
+        if isinstance(last.get("round"), int):
+            where += f" round {last['round']}"
+        return FAILED, _one_line(f"{where}: {last.get('error', 'unknown error')}")
+    trained = _last_round(events, "train")
+    progress = f"last trained round {trained if trained is not None else '-'}"
+    if num_rounds is not None:
+        progress += f" of {num_rounds}"
+    reason = "summary.json has no final metrics" if has_summary else "no summary.json"
+    return INCOMPLETE, f"{reason} ({progress})"
+
+
+def load_run(run_dir: Path, config: dict) -> RunRecord:
+    """Read one run directory whose config.json holds ``config``."""
+    summary_path = run_dir / "summary.json"
+    summary = _read_json(summary_path) if summary_path.is_file() else None
+    summary = summary if isinstance(summary, dict) else None
+    seed = config.get("seed", (summary or {}).get("seed"))
+    num_rounds = config.get("num_rounds", (summary or {}).get("num_rounds"))
+    record = RunRecord(
+        path=run_dir,
+        method=str(config.get("fed_alg") or (summary or {}).get("fed_alg") or "unknown"),
+        scenario=str(config.get("scenario") or DEFAULT_SCENARIO),
+        seed=seed if isinstance(seed, int) else None,
+        status=COMPLETE,
+        num_rounds=num_rounds if isinstance(num_rounds, int) else None,
+    )
+    clustering_path = run_dir / "clustering.json"
+    if clustering_path.is_file():
+        clustering = _read_json(clustering_path)
+        record.clustering = clustering if isinstance(clustering, dict) else None
+    if summary is not None:
+        record.final = _metrics(summary.get("final"))
+        record.by_round = _by_round(summary.get("by_round"))
+        final_round = summary.get("final_round")
+        record.last_round = final_round if isinstance(final_round, int) else None
+    if record.final:
+        return record
+    events = _read_events(run_dir)
+    record.last_round = _last_round(events, "eval")
+    record.status, record.note = _unfinished_status(events, record.num_rounds, summary is not None)
+    return record
+
+
+def collect_runs(output_dir: str | os.PathLike) -> list[RunRecord]:
+    """Read every run directory under ``output_dir``, recursively, in path order."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        raise FedRouterError(f"output dir '{root}' does not exist or is not a folder")
+    runs = []
+    for folder, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        if "config.json" not in filenames:
+            continue
+        payload = _read_json(Path(folder) / "config.json")
+        # A model folder also has a config.json; only ours wraps the fields in "config".
+        if isinstance(payload, dict) and isinstance(payload.get("config"), dict):
+            runs.append(load_run(Path(folder), payload["config"]))
+    return sorted(runs, key=lambda r: str(r.path))
+
+
+# ----- statistics ------------------------------------------------------------------------
+def method_key(method: str) -> tuple:
+    """Sort key: the preferred methods first, then the others alphabetically."""
+    order = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    return (order, method)
+
+
+def scenario_key(scenario: str) -> tuple:
+    """Sort key: the paper's scenarios first, then the others alphabetically."""
+    order = SCENARIO_ORDER.index(scenario) if scenario in SCENARIO_ORDER else len(SCENARIO_ORDER)
+    return (order, scenario)
+
+
+def method_label(method: str) -> str:
+    """Return the name a method has in tables and legends."""
+    return METHOD_LABELS.get(method, method)
+
+
+def relative_gain(value: float | None, baseline: float | None) -> float | None:
+    """Return ``(value - baseline) / baseline * 100``, or None when it is undefined."""
+    if value is None or baseline is None or baseline == 0:
+        return None
+    return (value - baseline) / baseline * 100
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Return the mean and the sample std (ddof=1); std is None for fewer than two values."""
+    if not values:
+        return None, None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return statistics.fmean(values), std
+
+
+def split_duplicates(runs: Iterable[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
+    """Split complete runs into one per (method, scenario, seed) and the older repeats.
+
+    A rerun gets a new folder (``name_2``); averaging both would count one seed twice, so
+    the run whose summary.json is newest is kept.
+    """
+    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        if run.status == COMPLETE:
+            groups[(run.method, run.scenario, run.seed)].append(run)
+    kept, repeats = [], []
+    for group in groups.values():
+        group.sort(key=lambda r: ((r.path / "summary.json").stat().st_mtime, str(r.path)))
+        kept.append(group[-1])
+        repeats.extend(group[:-1])
+    return sorted(kept, key=lambda r: str(r.path)), sorted(repeats, key=lambda r: str(r.path))
+
+
+def _values(runs: Iterable[RunRecord], key: str) -> list[float]:
+    return [r.final[key] for r in runs if key in r.final]
+
+
+def aggregate(runs: Iterable[RunRecord]) -> list[Row]:
+    """Average the complete runs over seeds per (method, scenario); add relative gains."""
+    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for run in split_duplicates(runs)[0]:
+        groups[(run.method, run.scenario)].append(run)
+    rows = []
+    for (method, scenario), group in groups.items():
+        if len({r.num_rounds for r in group}) > 1:
+            logger.warning("%s/%s mixes runs of different num_rounds", method, scenario)
+        rouge1 = mean_std(_values(group, "rouge1"))
+        rouge_l = mean_std(_values(group, "rougeL"))
+        rows.append(
+            Row(
+                method=method,
+                scenario=scenario,
+                n_seeds=len(group),
+                rouge1_mean=rouge1[0],
+                rouge1_std=rouge1[1],
+                rougeL_mean=rouge_l[0],
+                rougeL_std=rouge_l[1],
+                routing_accuracy_mean=mean_std(_values(group, ROUTING))[0],
+                seeds=tuple(sorted((r.seed for r in group), key=lambda s: (s is None, s or 0))),
+            )
+        )
+    baseline = {(r.method, r.scenario): r.rouge1_mean for r in rows}
+    for row in rows:
+        row.rel_to_fedavg_pct = relative_gain(
+            row.rouge1_mean, baseline.get(("fedavg", row.scenario))
+        )
+        row.rel_to_local_pct = relative_gain(row.rouge1_mean, baseline.get(("local", row.scenario)))
+    return sorted(rows, key=lambda r: (method_key(r.method), scenario_key(r.scenario)))
+
+
+# ----- formatting ------------------------------------------------------------------------
+def format_mean_std(mean: float | None, std: float | None, n: int) -> str:
+    """Format ``mean ± std (n=N)``, or ``mean (n=1)`` for a single seed."""
+    if mean is None:
+        return MISSING
+    if std is None:
+        return f"{mean:.4f} (n={n})"
+    return f"{mean:.4f} ± {std:.4f} (n={n})"
+
+
+def format_gain(pct: float | None) -> str:
+    """Format a relative gain in percent with its sign, e.g. ``+6.1%``; ``n/a`` if undefined."""
+    return "n/a" if pct is None else f"{pct:+.1f}%"
+
+
+def _md_cell(text: Any) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _md_table(header: Sequence[str], body: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in cells) + " |" for cells in body]
+    return lines + [""]
+
+
+def _grid(rows: list[Row], cell) -> tuple[list[str], list[list[str]]]:
+    """Lay rows out as method × scenario, ``cell(row)`` giving each cell's text."""
+    scenarios = sorted({r.scenario for r in rows}, key=scenario_key)
+    methods = sorted({r.method for r in rows}, key=method_key)
+    index = {(r.method, r.scenario): r for r in rows}
+    body = []
+    for method in methods:
+        cells = [cell(index[(method, s)]) if (method, s) in index else MISSING for s in scenarios]
+        body.append([method_label(method), *cells])
+    return ["Method", *scenarios], body
+
+
+def _gain_table(rows: list[Row]) -> list[str]:
+    scenarios = sorted({r.scenario for r in rows}, key=scenario_key)
+    header = ["Method"] + [f"{s} vs {name}" for s in scenarios for name in BASELINES.values()]
+
+    def cells(row: Row) -> list[str]:
+        return [format_gain(row.rel_to_fedavg_pct), format_gain(row.rel_to_local_pct)]
+
+    index = {(r.method, r.scenario): r for r in rows}
+    body = []
+    for method in sorted({r.method for r in rows}, key=method_key):
+        line = [method_label(method)]
+        for s in scenarios:
+            line += cells(index[(method, s)]) if (method, s) in index else [MISSING, MISSING]
+        body.append(line)
+    return _md_table(header, body)
+
+
+def _run_rows(runs: Iterable[RunRecord], root: Path) -> list[list[str]]:
+    body = []
+    for run in runs:
+        try:
+            path = run.path.relative_to(root)
+        except ValueError:
+            path = run.path
+        body.append(
+            [
+                f"`{path}`",
+                method_label(run.method),
+                run.scenario,
+                MISSING if run.seed is None else str(run.seed),
+                run.status,
+                MISSING if run.last_round is None else str(run.last_round),
+                run.note or MISSING,
+            ]
+        )
+    return body
+
+
+def render_markdown(runs: list[RunRecord], rows: list[Row], root: Path) -> str:
+    """Return results.md: the seed tables, relative gains, routing and unfinished runs."""
+    unfinished = [r for r in runs if r.status != COMPLETE]
+    repeats = split_duplicates(runs)[1]
+    averaged = sum(r.n_seeds for r in rows)
+    lines = [
+        "# FedRouter results",
+        "",
+        f"Run directories under `{root}`: {len(runs)}; complete runs averaged: {averaged}; "
+        f"incomplete or failed: {len(unfinished)} (listed below).",
+        "",
+        "Cells are the final evaluated round's client-weighted mean, over seeds: "
+        "`mean ± std (n=seeds)`, std being the sample std (ddof=1).",
+        "",
+    ]
+    if rows:
+        for title, key in (("Final ROUGE-1", "rouge1"), ("Final ROUGE-L", "rougeL")):
+
+            def cell(row: Row, key: str = key) -> str:
+                mean, std = getattr(row, f"{key}_mean"), getattr(row, f"{key}_std")
+                return format_mean_std(mean, std, row.n_seeds)
+
+            lines += [f"## {title}", "", *_md_table(*_grid(rows, cell))]
+        lines += [
+            "## Relative ROUGE-1 gain",
+            "",
+            "`(method - baseline) / baseline * 100` on the mean final ROUGE-1 of each scenario; "
+            "n/a where the baseline is missing or zero.",
+            "",
+            *_gain_table(rows),
+            "## Routing accuracy",
+            "",
+        ]
+        if any(r.routing_accuracy_mean is not None for r in rows):
+            lines += ["Mean over seeds of the final round.", ""]
+            lines += _md_table(
+                *_grid(
+                    rows,
+                    lambda r: (
+                        MISSING
+                        if r.routing_accuracy_mean is None
+                        else f"{r.routing_accuracy_mean:.4f}"
+                    ),
+                )
+            )
+        else:
+            lines += ["No complete run reports routing accuracy.", ""]
+    else:
+        lines += ["No complete run yet.", ""]
+    lines += ["## Incomplete and failed runs (not averaged)", ""]
+    header = ["Path", "Method", "Scenario", "Seed", "Status", "Last eval round", "Note"]
+    lines += _md_table(header, _run_rows(unfinished, root)) if unfinished else ["None.", ""]
+    if repeats:
+        lines += [
+            "## Repeated seeds (not averaged)",
+            "",
+            "Complete runs with the method, scenario and seed of a newer run, which is the one "
+            "averaged.",
+            "",
+            *_md_table(header, _run_rows(repeats, root)),
+        ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _csv_number(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def render_csv(rows: Iterable[Row]) -> str:
+    """Return results.csv: one line per (method, scenario); empty cells where n/a."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow(
+            [
+                r.method,
+                r.scenario,
+                r.n_seeds,
+                _csv_number(r.rouge1_mean, 6),
+                _csv_number(r.rouge1_std, 6),
+                _csv_number(r.rougeL_mean, 6),
+                _csv_number(r.rougeL_std, 6),
+                _csv_number(r.routing_accuracy_mean, 6),
+                _csv_number(r.rel_to_fedavg_pct, 4),
+                _csv_number(r.rel_to_local_pct, 4),
+            ]
+        )
+    return buffer.getvalue()
+
+
+# ----- plots -----------------------------------------------------------------------------
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)) or "_"
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Save a figure as PNG through a temporary file and a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        os.chmod(tmp, REPORT_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def plot_rouge1_by_round(runs: list[RunRecord], scenario: str, path: Path) -> None:
+    """Plot the seed-mean ROUGE-1 against round, one line per method, ± std band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    by_method: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        by_method[run.method].append(run)
+    for method in sorted(by_method, key=method_key):
+        per_round: dict[int, list[float]] = defaultdict(list)
+        for run in by_method[method]:
+            for rnd, metrics in run.by_round.items():
+                if "rouge1" in metrics:
+                    per_round[rnd].append(metrics["rouge1"])
+        if not per_round:
+            continue
+        rounds = sorted(per_round)
+        stats = [mean_std(per_round[r]) for r in rounds]
+        means = [m for m, _ in stats]
+        label = f"{method_label(method)} (n={len(by_method[method])})"
+        (line,) = ax.plot(rounds, means, marker="o", label=label)
+        if any(s is not None for _, s in stats):
+            stds = [s or 0.0 for _, s in stats]
+            low = [m - s for m, s in zip(means, stds, strict=True)]
+            high = [m + s for m, s in zip(means, stds, strict=True)]
+            ax.fill_between(rounds, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round")
+    ax.set_ylabel("ROUGE-1 (client-weighted mean)")
+    ax.set_title(f"ROUGE-1 by round: {scenario} (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    try:
+        _save_figure(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def cluster_matrix(clustering: dict) -> tuple[list[list[float]], list[str], list[str], bool]:
+    """Return (clients × global clusters matrix, row labels, column labels, by_size).
+
+    A cell sums the sizes of the client's local clusters matched to that global cluster;
+    when a client lists no sizes, its local clusters are counted instead (by_size False).
+    """
+    clients = sorted(clustering.get("clients", []), key=lambda c: c.get("partition_id", 0))
+    tasks = list(clustering.get("cluster_tasks") or [])
+    n_global = max(
+        [len(tasks), len(clustering.get("global_centroids") or [])]
+        + [int(g) + 1 for c in clients for g in c.get("global_cluster", [])]
+    )
+    by_size = all(
+        len(c.get("local_sizes") or []) == len(c.get("global_cluster", [])) for c in clients
+    )
+    matrix = [[0.0] * n_global for _ in clients]
+    for row, client in zip(matrix, clients, strict=True):
+        sizes = client.get("local_sizes") if by_size else None
+        for i, g in enumerate(client.get("global_cluster", [])):
+            row[int(g)] += float(sizes[i]) if sizes else 1.0
+    row_labels = [
+        f"client {c.get('partition_id', '?')}: {', '.join(c.get('local_tasks') or []) or '?'}"
+        for c in clients
+    ]
+    col_labels = [f"{g}: {tasks[g]}" if g < len(tasks) else str(g) for g in range(n_global)]
+    return matrix, row_labels, col_labels, by_size
+
+
+def plot_cluster_map(run: RunRecord, path: Path) -> None:
+    """Draw a run's client → global cluster matching as a heatmap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix, rows, cols, by_size = cluster_matrix(run.clustering or {})
+    fig, ax = plt.subplots(figsize=(2.5 + 0.9 * max(len(cols), 1), 1.5 + 0.4 * max(len(rows), 1)))
+    image = ax.imshow(matrix, cmap="Blues", aspect="auto", vmin=0)
+    ax.set_xticks(range(len(cols)), cols, rotation=35, ha="right", fontsize="small")
+    ax.set_yticks(range(len(rows)), rows, fontsize="small")
+    ax.set_xlabel("global cluster")
+    top = max((v for r in matrix for v in r), default=0.0)
+    if len(rows) * len(cols) <= 400:
+        for i, values in enumerate(matrix):
+            for j, value in enumerate(values):
+                if value:
+                    color = "white" if value > top / 2 else "black"
+                    ax.text(j, i, f"{value:g}", ha="center", va="center", fontsize=7, color=color)
+    what = "training examples (sum of local_sizes)" if by_size else "number of local clusters"
+    ax.set_title(
+        f"{method_label(run.method)} · {run.scenario} · seed {run.seed}\ncell = {what}",
+        fontsize="medium",
+    )
+    fig.colorbar(image, ax=ax)
+    try:
+        _save_figure(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def write_plots(runs: list[RunRecord], out_dir: Path) -> dict[str, Path]:
+    """Write the ROUGE-1-by-round plots and one cluster map per (method, scenario)."""
+    written: dict[str, Path] = {}
+    by_scenario: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        by_scenario[run.scenario].append(run)
+    for scenario in sorted(by_scenario, key=scenario_key):
+        group = [r for r in by_scenario[scenario] if r.by_round]
+        if group:
+            path = out_dir / f"rouge1_by_round_{_safe_name(scenario)}.png"
+            plot_rouge1_by_round(group, scenario, path)
+            written[path.name] = path
+    first: dict[tuple[str, str], RunRecord] = {}
+    for run in sorted(runs, key=lambda r: (r.seed is None, r.seed or 0, str(r.path))):
+        if run.clustering and run.clustering.get("clients"):
+            first.setdefault((run.method, run.scenario), run)
+    for (method, scenario), run in sorted(first.items()):
+        name = f"cluster_map_{_safe_name(method)}_{_safe_name(scenario)}_seed{run.seed}.png"
+        plot_cluster_map(run, out_dir / name)
+        written[name] = out_dir / name
+    return written
+
+
+# ----- entry points ----------------------------------------------------------------------
+def write_report(output_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> dict:
+    """Write results.md, results.csv and the plots into ``out`` (default: output_dir)."""
+    root = Path(output_dir)
+    runs = collect_runs(root)
+    if not runs:
+        raise FedRouterError(f"no run directories (config.json with a 'config' key) under '{root}'")
+    out_dir = check_writable(out if out is not None else root)
+    rows = aggregate(runs)
+    kept, repeats = split_duplicates(runs)
+    for run in repeats:
+        logger.warning("%s repeats method/scenario/seed of a newer run; not averaged", run.path)
+    written: dict[str, Path] = {}
+    for name, text in (
+        ("results.md", render_markdown(runs, rows, root)),
+        ("results.csv", render_csv(rows)),
+    ):
+        atomic_write_text(out_dir / name, text)
+        written[name] = out_dir / name
+    written.update(write_plots(kept, out_dir))
+    logger.info(
+        "%d runs (%d complete); wrote %s into %s",
+        len(runs),
+        sum(r.status == COMPLETE for r in runs),
+        ", ".join(written),
+        out_dir,
+    )
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Parse the command line and write the report; a FedRouterError exits 2 with one line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fedrouter.report",
+        description="Summarise the run directories under OUTPUT_DIR into tables and plots.",
+    )
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="folder holding run directories")
+    parser.add_argument(
+        "--out", default=None, help="folder for results.md, results.csv and PNGs (OUTPUT_DIR)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return write_report(args.output_dir, args.out)
+    except FedRouterError as exc:
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Every fed_alg runs end to end (2 rounds, 4 clients, tiny 4-bit model) and behaves as itself."""
+
+import json
+
+import pytest
+
+from fedrouter.results import read_metrics
+from tests.test_simulation import run_simulation
+
+pytestmark = pytest.mark.slow  # six simulations, about 5 minutes on 2 cores: run with -m slow
+
+METHOD_FLAGS = {
+    "clustered": ["--split_strategy", "multitask_multi_domain", "--n_clusters", "2"],
+    "router_oracle": ["--split_strategy", "multitask_multi_domain", "--n_clusters", "2"],
+    "fedavg": [],
+    "local": [],
+    "cfl": ["--sim_round", "1"],
+    "feddpa": ["--feddpa_alpha", "0.5"],
+}
+ADAPTER_SLOTS = {"clustered": 4, "router_oracle": 4, "fedavg": 1, "local": 4, "cfl": 4, "feddpa": 1}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_path):
+    """Run each method once; the tiny model is built once for all of them."""
+    out = {}
+    for method, flags in METHOD_FLAGS.items():
+        proc, run_dir = run_simulation(
+            tmp_path_factory.mktemp(method), "--fed_alg", method, "--sim_alias", method, *flags
+        )
+        out[method] = (proc, run_dir)
+    return out
+
+
+@pytest.mark.parametrize("method", list(METHOD_FLAGS))
+def test_method_runs_and_writes_the_run_directory(runs, method):
+    proc, run_dir = runs[method]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    slots = sorted(p.name for p in (run_dir / "adapters" / "round_2").iterdir())
+    assert slots == [f"cluster_{g}" for g in range(ADAPTER_SLOTS[method])]
+    evals = [e for e in read_metrics(run_dir) if e["event"] == "eval"]
+    assert {e["partition_id"] for e in evals if e["round"] == 2} == {0, 1, 2, 3}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["fed_alg"] == method and "rouge1" in summary["final"]
+
+
+def clustering(runs, method):
+    return json.loads((runs[method][1] / "clustering.json").read_text())
+
+
+def test_local_gives_each_client_its_own_adapter(runs):
+    clients = clustering(runs, "local")["clients"]
+    assert [c["global_cluster"] for c in clients] == [[0], [1], [2], [3]]
+    trains = [e for e in read_metrics(runs["local"][1]) if e["event"] == "train"]
+    assert all(e["global_cluster"] == e["partition_id"] for e in trains)
+
+
+def test_fedavg_uses_one_adapter(runs):
+    assert all(c["global_cluster"] == [0] for c in clustering(runs, "fedavg")["clients"])
+
+
+def test_oracle_routes_every_sample_to_its_task(runs):
+    report = clustering(runs, "router_oracle")
+    # multi_domain: each client holds two tasks, so two local clusters, one per task
+    assert all(len(c["local_tasks"]) == 2 for c in report["clients"])
+    evals = [e for e in read_metrics(runs["router_oracle"][1]) if e["event"] == "eval"]
+    assert all(e["routing_accuracy"] == 1.0 for e in evals)
+
+
+def test_cfl_splits_clients_into_groups_after_sim_round(runs):
+    trains = [e for e in read_metrics(runs["cfl"][1]) if e["event"] == "train"]
+    assert {e["global_cluster"] for e in trains if e["round"] == 1} == {0}
+    evals = [e for e in read_metrics(runs["cfl"][1]) if e["event"] == "eval" and e["round"] == 2]
+    routed = {int(k.split("/c")[1]) for e in evals for k in e if k.startswith("count/c")}
+    assert len(routed) >= 2  # clients now evaluate with different group adapters
+
+
+def test_clustered_matches_two_local_clusters_per_client(runs):
+    clients = clustering(runs, "clustered")["clients"]
+    assert all(len(c["global_cluster"]) == 2 for c in clients)

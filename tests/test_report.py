@@ -1,0 +1,259 @@
+"""The report: seed statistics, relative gains, unfinished runs, CSV, plots and the CLI."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fedrouter.report import (
+    COMPLETE,
+    FAILED,
+    INCOMPLETE,
+    aggregate,
+    collect_runs,
+    format_gain,
+    format_mean_std,
+    main,
+    relative_gain,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TASKS = ["data2text", "headline"]
+CLUSTERING = {
+    "global_centroids": [[0.0, 1.0], [1.0, 0.0]],
+    "cluster_tasks": TASKS,
+    "clients": [
+        {"partition_id": 1, "local_tasks": ["headline"], "local_sizes": [300],
+         "global_cluster": [1], "local_centroids": [[1.0, 0.0]]},
+        {"partition_id": 0, "local_tasks": ["data2text", "headline"], "local_sizes": [600, 200],
+         "global_cluster": [0, 1], "local_centroids": [[0.0, 1.0], [1.0, 0.0]]},
+    ],
+}  # fmt: skip
+
+
+def write_run(root, name, method, seed, scenario="single", final=None, events=(), clustering=None):
+    """Write a run directory; ``final`` = (rouge1, rougeL, routing) makes it complete."""
+    run = root / name
+    run.mkdir(parents=True)
+    config = {"fed_alg": method, "seed": seed, "num_rounds": 4, "sim_alias": "t"}
+    if scenario is not None:
+        config["scenario"] = scenario
+    (run / "config.json").write_text(json.dumps({"fedrouter_version": "0.1.0", "config": config}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    if clustering is not None:
+        (run / "clustering.json").write_text(json.dumps(clustering))
+    if final is not None:
+        r1, rl, routing = final
+        metrics = {"rouge1": r1, "rouge2": r1 / 2, "rougeL": rl, "routing-accuracy": routing}
+        half = {k: v / 2 for k, v in metrics.items()}
+        summary = {
+            "fed_alg": method,
+            "seed": seed,
+            "num_rounds": 4,
+            "wall_seconds": 1.0,
+            "final_round": 4,
+            "final": metrics,
+            "final_per_client": {"0": {"rouge1": r1, "rouge2": r1 / 2, "rougeL": rl}},
+            "by_round": {"2": half, "4": metrics},
+            "model_loads_per_process": {"1": 1},
+        }
+        (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+@pytest.fixture(scope="module")
+def output_dir(tmp_path_factory):
+    """An output folder: clustered and fedavg × 2 seeds, local, generalization, 2 unfinished."""
+    root = tmp_path_factory.mktemp("output")
+    write_run(root, "a/clustered_s1", "clustered", 1, final=(0.6, 0.5, 0.9), clustering=CLUSTERING)
+    write_run(root, "a/clustered_s2", "clustered", 2, final=(0.8, 0.7, 1.0), clustering=CLUSTERING)
+    write_run(root, "a/fedavg_s1", "fedavg", 1, final=(0.5, 0.4, 0.25), clustering=CLUSTERING)
+    write_run(root, "a/fedavg_s2", "fedavg", 2, final=(0.7, 0.6, 0.75))
+    write_run(root, "a/local_s1", "local", 1, final=(0.8, 0.7, 1.0))
+    write_run(root, "b/gen_s1", "clustered", 1, "generalization", final=(0.55, 0.45, 0.5))
+    write_run(
+        root,
+        "c/crashed",
+        "clustered",
+        3,
+        events=[
+            {"event": "train", "round": 1, "partition_id": 0},
+            {"event": "eval", "round": 2, "partition_id": 0, "rouge1": 0.3, "rouge2": 0.1,
+             "rougeL": 0.2, "routing_accuracy": 1.0, "num_examples": 10},
+            {"event": "train", "round": 3, "partition_id": 0},
+        ],
+    )  # fmt: skip
+    write_run(
+        root,
+        "c/failed",
+        "fedavg",
+        3,
+        events=[
+            {"event": "failure", "phase": "train", "round": 1, "error": "CUDA | out of memory"}
+        ],
+    )
+    # A model folder also has a config.json, without our "config" key: not a run.
+    (root / "a/clustered_s1/tiny_model").mkdir()
+    (root / "a/clustered_s1/tiny_model/config.json").write_text('{"model_type": "llama"}')
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(output_dir, tmp_path_factory):
+    """Run the CLI once (plots are the slow part) into a separate --out folder."""
+    out = tmp_path_factory.mktemp("report")
+    written = main([str(output_dir), "--out", str(out)])
+    return out, written
+
+
+def table(markdown: str, title: str) -> dict[str, list[str]]:
+    """Return the rows of the table under ``## title``, keyed by their first cell."""
+    section = markdown.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    header, *body = rows
+    cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in [header, *body]]
+    return {c[0]: c[1:] for c in cells}
+
+
+def test_relative_gain_and_formatting():
+    assert relative_gain(0.7, 0.6) == pytest.approx(100 / 6)
+    assert relative_gain(0.5, None) is None
+    assert relative_gain(0.5, 0.0) is None
+    assert format_gain(100 / 6) == "+16.7%"
+    assert format_gain(-25.0) == "-25.0%"
+    assert format_gain(None) == "n/a"
+    assert format_mean_std(0.7, 0.1414213, 2) == "0.7000 ± 0.1414 (n=2)"
+    assert format_mean_std(0.55, None, 1) == "0.5500 (n=1)"
+
+
+def test_collect_runs_statuses(output_dir):
+    runs = {r.path.relative_to(output_dir).as_posix(): r for r in collect_runs(output_dir)}
+    assert len(runs) == 8  # the tiny model's config.json is not a run
+    assert runs["a/clustered_s1"].status == COMPLETE
+    assert runs["a/clustered_s1"].by_round[2]["rouge1"] == pytest.approx(0.3)
+    assert runs["a/clustered_s1"].clustering["cluster_tasks"] == TASKS
+    assert runs["a/fedavg_s2"].clustering is None
+    crashed = runs["c/crashed"]
+    assert (crashed.status, crashed.last_round) == (INCOMPLETE, 2)
+    assert "last trained round 3 of 4" in crashed.note
+    assert runs["c/failed"].status == FAILED
+    assert runs["c/failed"].last_round is None
+
+
+def test_missing_scenario_is_custom(tmp_path):
+    write_run(tmp_path, "old", "fedavg", 7, scenario=None, final=(0.4, 0.3, 0.0))
+    (run,) = collect_runs(tmp_path)
+    assert (run.scenario, run.seed, run.status) == ("custom", 7, COMPLETE)
+
+
+def test_aggregate_by_hand(output_dir):
+    rows = {(r.method, r.scenario): r for r in aggregate(collect_runs(output_dir))}
+    assert list(rows) == [
+        ("clustered", "single"),
+        ("clustered", "generalization"),
+        ("fedavg", "single"),
+        ("local", "single"),
+    ]
+    clustered = rows[("clustered", "single")]
+    assert clustered.n_seeds == 2  # the crashed seed 3 is not averaged
+    assert clustered.rouge1_mean == pytest.approx(0.7)
+    assert clustered.rouge1_std == pytest.approx(0.1414214)  # |0.8 - 0.6| / sqrt(2)
+    assert clustered.rougeL_mean == pytest.approx(0.6)
+    assert clustered.routing_accuracy_mean == pytest.approx(0.95)
+    assert clustered.rel_to_fedavg_pct == pytest.approx((0.7 - 0.6) / 0.6 * 100)
+    assert clustered.rel_to_local_pct == pytest.approx(-12.5)
+    gen = rows[("clustered", "generalization")]
+    assert (gen.n_seeds, gen.rouge1_std, gen.rel_to_fedavg_pct) == (1, None, None)
+
+
+def test_markdown_tables(report):
+    out, _ = report
+    markdown = (out / "results.md").read_text()
+    rouge1 = table(markdown, "Final ROUGE-1")
+    assert rouge1["Method"] == ["single", "generalization"]
+    assert list(rouge1)[1:] == ["FedRouter (clustered)", "fedavg", "local"]
+    assert rouge1["FedRouter (clustered)"] == ["0.7000 ± 0.1414 (n=2)", "0.5500 (n=1)"]
+    assert rouge1["fedavg"] == ["0.6000 ± 0.1414 (n=2)", "—"]
+    assert rouge1["local"] == ["0.8000 (n=1)", "—"]
+    assert table(markdown, "Final ROUGE-L")["FedRouter (clustered)"][0] == "0.6000 ± 0.1414 (n=2)"
+    gains = table(markdown, "Relative ROUGE-1 gain")
+    assert gains["Method"][:2] == ["single vs FedAvg", "single vs Local"]
+    assert gains["FedRouter (clustered)"] == ["+16.7%", "-12.5%", "n/a", "n/a"]
+    assert gains["fedavg"][:2] == ["+0.0%", "-25.0%"]
+    routing = table(markdown, "Routing accuracy")
+    assert routing["FedRouter (clustered)"] == ["0.9500", "0.5000"]
+    assert routing["fedavg"][0] == "0.5000"
+
+
+def test_unfinished_runs_listed(report):
+    out, _ = report
+    unfinished = table(
+        (out / "results.md").read_text(), "Incomplete and failed runs (not averaged)"
+    )
+    assert unfinished["`c/crashed`"][:5] == [
+        "FedRouter (clustered)",
+        "single",
+        "3",
+        "incomplete",
+        "2",
+    ]
+    failed = unfinished["`c/failed`"]
+    assert failed[:5] == ["fedavg", "single", "3", "failed", "—"]
+    assert "train round 1: CUDA \\| out of memory" in failed[5]  # a pipe would split the row
+
+
+def test_csv(report):
+    out, _ = report
+    with open(out / "results.csv", newline="") as handle:
+        rows = {(r["method"], r["scenario"]): r for r in csv.DictReader(handle)}
+    clustered = rows[("clustered", "single")]
+    assert clustered["n_seeds"] == "2"
+    assert float(clustered["rouge1_mean"]) == pytest.approx(0.7)
+    assert float(clustered["rouge1_std"]) == pytest.approx(0.141421, abs=1e-6)
+    assert float(clustered["rougeL_mean"]) == pytest.approx(0.6)
+    assert float(clustered["routing_accuracy_mean"]) == pytest.approx(0.95)
+    assert float(clustered["rel_to_fedavg_pct"]) == pytest.approx(16.6667, abs=1e-4)
+    assert float(clustered["rel_to_local_pct"]) == pytest.approx(-12.5)
+    gen = rows[("clustered", "generalization")]
+    assert (gen["rouge1_std"], gen["rel_to_fedavg_pct"], gen["rel_to_local_pct"]) == ("", "", "")
+
+
+def test_plots(report, output_dir):
+    out, written = report
+    expected = {
+        "results.md",
+        "results.csv",
+        "rouge1_by_round_single.png",
+        "rouge1_by_round_generalization.png",
+        "cluster_map_clustered_single_seed1.png",  # first seed only
+        "cluster_map_fedavg_single_seed1.png",
+    }
+    assert set(written) == expected
+    assert {p.name for p in out.iterdir()} == expected  # no temporary files left behind
+    for name in expected - {"results.md", "results.csv"}:
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    assert not (output_dir / "results.md").exists()  # --out was honoured
+
+
+@pytest.mark.parametrize("make_dir", [False, True])
+def test_cli_error_on_missing_or_empty_dir(tmp_path, make_dir):
+    target = tmp_path / "runs"
+    if make_dir:
+        target.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedrouter.report", str(target)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+
+
+def test_repeated_seed_keeps_newest(tmp_path):
+    old = write_run(tmp_path, "fedavg_seed1", "fedavg", 1, final=(0.2, 0.1, 0.0))
+    write_run(tmp_path, "fedavg_seed1_2", "fedavg", 1, final=(0.4, 0.3, 0.0))
+    os.utime(old / "summary.json", (1, 1))  # the first folder is the older run
+    (row,) = aggregate(collect_runs(tmp_path))
+    assert (row.n_seeds, row.rouge1_mean) == (1, pytest.approx(0.4))

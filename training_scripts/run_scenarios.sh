@@ -1,0 +1,48 @@
+#!/bin/sh
+# Methods x scenarios x seeds, one launcher run (and one log per seed) for each.
+#
+#   sh training_scripts/run_scenarios.sh [BASE_PRESET]
+#
+# The base preset (default configs/quickstart.sh: offline, tiny model) sets the model, data
+# and schedule; each scenario preset in configs/scenarios/ is a small diff on top of it.
+# To run the paper's model and data, pass a preset that sets model_name_or_path and
+# dataset_name (or an empty file to keep the launcher's paper defaults).
+# Afterwards: python -m fedrouter.report "$output_root"
+
+base_preset="${1:-configs/quickstart.sh}"
+methods="${methods:-clustered fedavg local cfl feddpa router_oracle}"
+scenarios="${scenarios:-single interference generalization}"
+seeds="${seeds:-111 222 333}"
+output_root="${output_root:-output/scenarios}"
+sim_round="${sim_round:-}"   # cfl's clustering round; empty: the base preset's num_rounds / 2
+
+here="$(dirname "$0")"
+failed=""
+for scenario in $scenarios; do
+    scenario_preset="configs/scenarios/${scenario}.sh"
+    [ -f "$scenario_preset" ] || { echo "error: no scenario preset $scenario_preset" >&2; exit 2; }
+    for method in $methods; do
+        preset="$(mktemp)"
+        {
+            cat "$base_preset"
+            cat "$scenario_preset"
+            echo "fed_alg=\"$method\""
+            echo "seeds=\"$seeds\""
+            echo "output_dir=\"$output_root\""
+            echo "sim_alias=\"${scenario}_${method}\""
+            if [ -n "$sim_round" ]; then echo "sim_round=$sim_round"; else
+                echo 'sim_round=$(( (num_rounds + 1) / 2 ))'; fi
+        } > "$preset"
+        echo "### scenario=$scenario method=$method seeds=$seeds"
+        sh "$here/run_flower_simulation_router.sh" "$preset"
+        status=$?
+        rm -f "$preset"
+        # Keep going: the report lists failed and incomplete runs.
+        [ $status -eq 0 ] || failed="$failed ${scenario}/${method}"
+    done
+done
+echo "All runs done. Report: python -m fedrouter.report $output_root"
+if [ -n "$failed" ]; then
+    echo "error: failed:$failed" >&2
+    exit 1
+fi
