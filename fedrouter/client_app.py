@@ -15,9 +15,11 @@ from fedrouter.clustering import route
 from fedrouter.config import Config
 from fedrouter.data import load_client_data
 from fedrouter.models import (
+    ADAPTER,
     LOAD_STATS,
     ModelSpec,
     adapter_to_arrays,
+    add_lora,
     arrays_to_adapter,
     get_model_and_tokenizer,
 )
@@ -35,6 +37,8 @@ from fedrouter.training import TrainSettings, train_adapter
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "fedrouter.local"  # context.state entry with this node's local clustering
+LOCAL_ADAPTER_KEY = "fedrouter.local_adapter"  # FedDPA: the adapter that never leaves the node
+LOCAL_SLOT = "local"  # FedDPA: the model's second adapter slot, used only at inference
 _TEST_EMBEDDINGS: dict[tuple, np.ndarray] = {}  # base-model embeddings never change
 
 
@@ -77,7 +81,7 @@ def process_metrics() -> dict[str, float]:
     return {
         "pid": float(os.getpid()),
         "model-loads": float(LOAD_STATS["count"]),
-        "model-load-seconds": LOAD_STATS["seconds"],
+        "seconds/model-load": LOAD_STATS["seconds"],
     }
 
 
@@ -89,9 +93,13 @@ def handle_cluster(cfg: Config, msg: Message, context: Context) -> Message:
     embeddings = logic.embed_instructions(
         model, tokenizer, part.train, batch_size=cfg.eval_batch_size, max_length=cfg.seq_length
     )
-    oracle = cfg.fed_alg == "router_oracle"
+    request = msg.content[CONFIG_KEY]
     local = logic.cluster_locally(
-        embeddings, [r["task"] for r in part.train], cfg.n_clusters, cfg.seed + pid, oracle
+        embeddings,
+        [r["task"] for r in part.train],
+        int(request["n-clusters"]),
+        cfg.seed + pid,
+        oracle=bool(request["oracle"]),
     )
     context.state[STATE_KEY] = to_record({"labels": local.labels, "centroids": local.centroids})
     sizes = np.bincount(local.labels, minlength=len(local.centroids))
@@ -126,6 +134,9 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
         lr=float(config["lr"]),
         seed=cfg.seed * 100_003 + server_round * 1_009 + pid,
     )
+    global_arrays = adapter_to_arrays(model)
+    if config.get("train-local-adapter", False):
+        train_local_adapter(cfg, model, tokenizer, rows, context, msg, server_round * 7 + pid)
     metrics = {
         "num-examples": float(result.num_examples),
         "train-loss": result.loss,
@@ -136,9 +147,27 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
         **process_metrics(),
     }
     content = RecordDict(
-        {ADAPTER_KEY: to_record(adapter_to_arrays(model)), METRICS_KEY: MetricRecord(metrics)}
+        {ADAPTER_KEY: to_record(global_arrays), METRICS_KEY: MetricRecord(metrics)}
     )
     return Message(content, reply_to=msg)
+
+
+def train_local_adapter(cfg: Config, model, tokenizer, rows, context: Context, msg, seed: int):
+    """FedDPA: train this node's own adapter in the same slot and keep it in node state."""
+    if LOCAL_ADAPTER_KEY in context.state:
+        start = from_record(context.state[LOCAL_ADAPTER_KEY])
+    else:
+        start = from_record(msg.content[ADAPTER_KEY])  # begins as a copy of the global adapter
+    arrays_to_adapter(model, start)
+    train_adapter(
+        model,
+        tokenizer,
+        rows,
+        settings=TrainSettings.from_config(cfg),
+        lr=float(msg.content[CONFIG_KEY]["lr"]),
+        seed=cfg.seed * 100_003 + seed,
+    )
+    context.state[LOCAL_ADAPTER_KEY] = to_record(adapter_to_arrays(model))
 
 
 def test_embeddings(cfg: Config, pid: int, rows, model, tokenizer) -> np.ndarray:
@@ -168,11 +197,19 @@ def handle_evaluate(cfg: Config, msg: Message, context: Context) -> Message:
     clusters = routing["clusters"].numpy()
     routes = route(embeddings, routing["centroids"].numpy(), allowed=clusters)
     cluster_tasks = list(msg.content[CONFIG_KEY]["cluster-tasks"])
-    if cfg.fed_alg == "router_oracle":
+    if msg.content[CONFIG_KEY].get("route-by-task", False):
         routes = oracle_routes(part.test, clusters, cluster_tasks, routes)
 
+    local_weight = float(msg.content[CONFIG_KEY].get("local-adapter-weight", 0.0))
+    mixing = local_weight > 0 and LOCAL_ADAPTER_KEY in context.state
+    if mixing:
+        mix_in_local_adapter(
+            cfg, model, from_record(context.state[LOCAL_ADAPTER_KEY]), local_weight
+        )
+
     def activate(g: int) -> None:
-        arrays_to_adapter(model, from_record(msg.content[adapter_key(g)]))
+        arrays = from_record(msg.content[adapter_key(g)])
+        arrays_to_adapter(model, scale_lora_b(arrays, 1.0 - local_weight) if mixing else arrays)
 
     result = logic.evaluate_routed(
         model,
@@ -186,13 +223,31 @@ def handle_evaluate(cfg: Config, msg: Message, context: Context) -> Message:
         max_new_tokens=cfg.max_new_tokens,
         max_length=cfg.seq_length,
     )
+    if mixing:
+        model.base_model.set_adapter(ADAPTER)  # back to the one trainable slot
     metrics = {**result.metrics(), "seconds/embedding": embed_seconds, **process_metrics()}
     return Message(RecordDict({METRICS_KEY: MetricRecord(metrics)}), reply_to=msg)
 
 
-def make_client_app(cfg: Config | None = None) -> ClientApp:
-    """Build the ClientApp; without ``cfg`` it reads the config from ``run_config``."""
-    app = ClientApp()
+def scale_lora_b(arrays, factor: float):
+    """Scale an adapter's delta by scaling its B matrices (the delta is linear in B)."""
+    return {k: (v * factor if "lora_B" in k else v) for k, v in arrays.items()}
+
+
+def mix_in_local_adapter(cfg: Config, model, local_arrays, weight: float) -> None:
+    """Load the local adapter, scaled by ``weight``, in a second slot and activate both slots."""
+    if LOCAL_SLOT not in model.peft_config:
+        add_lora(model, ModelSpec.from_config(cfg), LOCAL_SLOT)
+    arrays_to_adapter(model, scale_lora_b(local_arrays, weight), LOCAL_SLOT)
+    model.base_model.set_adapter([ADAPTER, LOCAL_SLOT], inference_mode=True)
+
+
+def make_client_app(cfg: Config | None = None, mods=None) -> ClientApp:
+    """Build the ClientApp; without ``cfg`` it reads the config from ``run_config``.
+
+    ``mods`` are Flower client mods wrapped around every call (e.g. a fault injector in tests).
+    """
+    app = ClientApp(mods=mods or [])
 
     def resolve(context: Context) -> Config:
         return cfg if cfg is not None else Config.from_dict(dict(context.run_config))

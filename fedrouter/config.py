@@ -126,6 +126,11 @@ class Config:
     seed: int = _opt(2025, "Seed for data, k-means and training.")
     output_dir: str = _opt("output", "Directory that receives run directories and logs.")
     sim_alias: str = _opt("router_single", "Run name prefix used in log and run directory names.")
+    scenario: str = _opt(
+        "custom",
+        "Label of the experiment's scenario (single, interference, generalization...); "
+        "the report groups runs by it. Set by the scenario presets.",
+    )
     client_resources_cpus: float = _opt(1.0, "CPUs reserved per simulated client (> 0).")
     client_resources_gpus: float = _opt(
         1.0, "GPU fraction per simulated client (>= 0; not requested without CUDA)."
@@ -134,6 +139,14 @@ class Config:
         True, "Run the in-process simulation (accepted as a bare flag, as the launcher passes it)."
     )
     debug: bool = _opt(False, "Show tracebacks on errors.")
+    resume: bool = _opt(
+        False,
+        "Continue the run of this config (same output_dir, sim_alias, fed_alg, seed) from its "
+        "last checkpoint instead of starting a new run directory.",
+    )
+    save_every: int = _opt(
+        1, "Checkpoint the server state every this many rounds (and at the last round)."
+    )
 
     def __post_init__(self) -> None:
         """Check types, normalise values, and validate every key and combination."""
@@ -159,6 +172,7 @@ class Config:
             "num_clients": 1,
             "sample_clients": 1,
             "min_fit_clients": 1,
+            "save_every": 1,
             "peft_lora_r": 1,
             "peft_lora_alpha": 1,
             "dataset_sample": 1,
@@ -188,7 +202,7 @@ class Config:
             _fail("client_resources_cpus", self.client_resources_cpus, "must be > 0")
         if not self.client_resources_gpus >= 0.0:
             _fail("client_resources_gpus", self.client_resources_gpus, "must be >= 0")
-        for name in ("model_name_or_path", "output_dir", "sim_alias"):
+        for name in ("model_name_or_path", "output_dir", "sim_alias", "scenario"):
             if not getattr(self, name).strip():
                 _fail(name, getattr(self, name), "must not be empty")
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedrouter.checkpoint import load_checkpoint, save_checkpoint
 from fedrouter.errors import FedRouterError
-from fedrouter.results import RunRecorder
+from fedrouter.results import RunRecorder, read_metrics
 from fedrouter.strategies.base import (
     ADAPTER_KEY,
     CLUSTER_QUERY,
@@ -20,6 +20,7 @@ from fedrouter.strategies.base import (
     METRICS_KEY,
     ClientInfo,
     ClusteredStrategy,
+    failure,
     from_record,
 )
 
@@ -38,28 +39,25 @@ def wait_for_nodes(grid: Grid, count: int, timeout: float = 600.0) -> list[int]:
     return nodes[:count] if len(nodes) > count else nodes
 
 
-def _failures(replies: Iterable[Message]) -> list[tuple[int, str]]:
-    return [(r.metadata.src_node_id, r.error.reason) for r in replies if r.has_error()]
-
-
-def clustering_phase(grid: Grid, nodes: list[int], recorder: RunRecorder):
+def clustering_phase(grid: Grid, nodes: list[int], recorder: RunRecorder, request: dict):
     """Ask every client to cluster its data; return their ClientInfo and the init adapter."""
     messages = [
         Message(
-            RecordDict({CONFIG_KEY: ConfigRecord({"send-adapter": i == 0})}),
+            RecordDict({CONFIG_KEY: ConfigRecord({"send-adapter": i == 0, **request})}),
             dst_node_id=node,
             message_type=CLUSTER_QUERY,
         )
         for i, node in enumerate(nodes)
     ]
     replies = list(grid.send_and_receive(messages, timeout=REPLY_TIMEOUT))
-    for node, reason in _failures(replies):
-        recorder.log_event("failure", phase="clustering", node=node, error=reason)
-        logger.error("client %s failed to cluster its data: %s", node, reason)
-    clients, init_adapter = [], None
     for reply in replies:
         if reply.has_error():
-            continue
+            info = failure(reply.metadata.src_node_id, reply.error.reason)
+            recorder.log_event("failure", phase="clustering", **info)
+            logger.error("client %s failed to cluster its data: %s", info["node"], info["error"])
+    clients, init_adapter = [], None
+    answered = [r for r in replies if not r.has_error()]
+    for reply in sorted(answered, key=lambda r: int(r.content[CONFIG_KEY]["partition-id"])):
         arrays = reply.content["centroids"]
         config = reply.content[CONFIG_KEY]
         clients.append(
@@ -125,42 +123,78 @@ def log_eval_table(server_round: int, evals: list[dict], mean: dict) -> None:
     logger.info("\n".join(lines))
 
 
-def run_federation(cfg, grid: Grid, strategy: ClusteredStrategy, recorder: RunRecorder, lora):
+def run_federation(
+    cfg, grid: Grid, strategy: ClusteredStrategy, recorder: RunRecorder, lora, resume=False
+):
     """Run the clustering phase and every round; record everything; return the summary."""
-    nodes = wait_for_nodes(grid, cfg.num_clients)
     start = time.perf_counter()
-    clients, init_adapter = clustering_phase(grid, nodes, recorder)
-    strategy.setup(clients, init_adapter)
-    strategy.summary()
-    recorder.write_json("clustering.json", strategy.clustering_report())
-    logger.info("global clusters by task: %s", strategy.cluster_tasks)
-    recorder.log_event("setup", seconds=time.perf_counter() - start)
-    recorder.flush()
-    history: dict[int, dict] = {}
-    for server_round in range(1, cfg.num_rounds + 1):
-        round_start = time.perf_counter()
-        replies = grid.send_and_receive(
-            strategy.configure_train(server_round, None, ConfigRecord(), grid),
-            timeout=REPLY_TIMEOUT,
-        )
-        _, agg = strategy.aggregate_train(server_round, replies)
-        record_train(recorder, strategy, server_round)
-        if len(strategy.last_outcome.trained) < cfg.min_fit_clients:
-            recorder.flush()
-            raise FedRouterError(
-                f"round {server_round}: {len(strategy.last_outcome.trained)} clients trained, "
-                f"fewer than min_fit_clients={cfg.min_fit_clients}"
-            )
-        log_round(server_round, cfg.num_rounds, strategy, time.perf_counter() - round_start)
-        if server_round in cfg.evaluation_rounds:
-            history[server_round] = evaluate_round(cfg, grid, strategy, recorder, server_round)
+    history, first_round = prepare(cfg, grid, strategy, recorder, resume)
+    for server_round in range(first_round, cfg.num_rounds + 1):
+        play_round(cfg, grid, strategy, recorder, server_round, history)
         if server_round in cfg.evaluation_rounds or server_round == cfg.num_rounds:
             for g, arrays in strategy.adapters.items():
                 recorder.save_adapter(server_round, g, arrays, lora)
         recorder.flush()
+        if server_round % cfg.save_every == 0 or server_round == cfg.num_rounds:
+            meta = {
+                "server_round": server_round,
+                "strategy": strategy.state_meta(),
+                "history": history,
+                "n_events": len(recorder.events),
+            }
+            save_checkpoint(recorder.run_dir, server_round, strategy.state_arrays(), meta)
+    recorder.write_json("clustering.json", strategy.clustering_report())  # cfl regroups later
     summary = build_summary(cfg, history, recorder, time.perf_counter() - start)
     recorder.write_json("summary.json", summary)
     return summary
+
+
+def prepare(cfg, grid: Grid, strategy, recorder: RunRecorder, resume: bool):
+    """Cluster, match clusters, and restore a checkpoint if resuming; return (history, round)."""
+    checkpoint = load_checkpoint(recorder.run_dir) if resume else None
+    if checkpoint is not None:
+        # Events after the checkpoint belong to a round that never finished: drop them.
+        recorder.events = read_metrics(recorder.run_dir)[: checkpoint.meta["n_events"]]
+    nodes = wait_for_nodes(grid, cfg.num_clients)
+    start = time.perf_counter()
+    clients, init_adapter = clustering_phase(
+        grid, nodes, recorder, strategy.local_clustering_request()
+    )
+    strategy.setup(clients, init_adapter)
+    strategy.summary()
+    if checkpoint is None:
+        recorder.write_json("clustering.json", strategy.clustering_report())
+        history, first_round = {}, 1
+    else:
+        strategy.restore(checkpoint.arrays, checkpoint.meta["strategy"])
+        history = {int(r): v for r, v in checkpoint.meta["history"].items()}
+        first_round = checkpoint.server_round + 1
+        recorder.log_event("resume", from_round=first_round)
+        logger.info("resuming after round %d", checkpoint.server_round)
+    logger.info("global clusters by task: %s", strategy.cluster_tasks)
+    recorder.log_event("setup", seconds=time.perf_counter() - start)
+    recorder.flush()
+    return history, first_round
+
+
+def play_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_round: int, history):
+    """Train one round, and evaluate if it is an evaluation round."""
+    round_start = time.perf_counter()
+    replies = grid.send_and_receive(
+        strategy.configure_train(server_round, None, ConfigRecord(), grid),
+        timeout=REPLY_TIMEOUT,
+    )
+    strategy.aggregate_train(server_round, replies)
+    record_train(recorder, strategy, server_round)
+    if len(strategy.last_outcome.trained) < cfg.min_fit_clients:
+        recorder.flush()
+        raise FedRouterError(
+            f"round {server_round}: {len(strategy.last_outcome.trained)} clients trained, "
+            f"fewer than min_fit_clients={cfg.min_fit_clients}"
+        )
+    log_round(server_round, cfg.num_rounds, strategy, time.perf_counter() - round_start)
+    if server_round in cfg.evaluation_rounds:
+        history[server_round] = evaluate_round(cfg, grid, strategy, recorder, server_round)
 
 
 def record_train(recorder: RunRecorder, strategy, server_round: int) -> None:

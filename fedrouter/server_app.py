@@ -8,9 +8,12 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedrouter.checkpoint import find_run_to_resume
 from fedrouter.config import Config
 from fedrouter.federation import run_federation
+from fedrouter.logs import setup_logging
 from fedrouter.models import ModelSpec, lora_config
+from fedrouter.preflight import preflight
 from fedrouter.results import RunRecorder, new_run_dir
 from fedrouter.strategies import build_strategy
 
@@ -35,16 +38,28 @@ def make_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        conf = cfg if cfg is not None else Config.from_dict(dict(context.run_config))
-        directory = run_dir or new_run_dir(conf.output_dir, run_name(conf))
+        conf = cfg
+        if conf is None:  # under `flwr run`: the simulation CLI did all this already
+            conf = Config.from_dict(dict(context.run_config))
+            setup_logging(conf.debug)
+            preflight(conf)
+        directory = run_dir or server_run_dir(conf)
         recorder = RunRecorder(directory)
         if not (directory / "config.json").exists():
             recorder.write_config(conf.to_dict())
         lora = adapter_lora_config(conf, base_path or conf.model_name_or_path)
-        summary = run_federation(conf, grid, build_strategy(conf), recorder, lora)
+        strategy = build_strategy(conf)
+        summary = run_federation(conf, grid, strategy, recorder, lora, resume=conf.resume)
         logger.info("final client-weighted mean: %s", summary["final"])
 
     return app
+
+
+def server_run_dir(cfg: Config) -> Path:
+    """Return the run folder: the one to resume, or a new one."""
+    if cfg.resume:
+        return find_run_to_resume(cfg.output_dir, run_name(cfg), cfg.to_dict())
+    return new_run_dir(cfg.output_dir, run_name(cfg))
 
 
 app = make_server_app()  # the component `flwr run` loads; simulation.py builds its own

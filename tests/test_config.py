@@ -72,6 +72,9 @@ PAPER_DEFAULTS = {
     "min_fit_clients": 1,
     "run_simulation": True,
     "debug": False,
+    "scenario": "custom",
+    "resume": False,
+    "save_every": 1,
 }
 
 

@@ -110,8 +110,11 @@ def test_weighted_average_within_cluster_and_empty_cluster_keeps_adapter(strateg
 def test_failed_client_is_recorded_and_its_cluster_unchanged(strategy):
     ga = int(strategy.assignment[1][0])
     before = strategy.adapters[ga]
-    strategy.aggregate_train(1, [mock_reply(1, error="boom")])
-    assert strategy.last_outcome.failures == [{"node": 1, "error": "boom"}]
+    reason = "Traceback (most recent call last):\n  File 'x.py'\n\x1b[36mValueError: boom\x1b[39m"
+    strategy.aggregate_train(1, [mock_reply(1, error=reason)])
+    [recorded] = strategy.last_outcome.failures
+    assert recorded["node"] == 1 and recorded["error"] == "ValueError: boom"
+    assert "Traceback" in recorded["detail"]
     assert strategy.adapters[ga] is before
 
 

@@ -34,6 +34,7 @@ seeds="111 222 333 444 555"
 # Output configuration
 output_dir="output_multitask/experiments_1b"
 sim_alias='router_single'
+scenario='custom'                     # label the report groups runs by (set by scenario presets)
 
 # Federated learning configuration
 fed_alg="clustered"                   # clustered (= FedRouter) | router_oracle
@@ -63,7 +64,10 @@ if [ $# -gt 0 ]; then
         exit 2
     fi
     echo "Using preset $1"
-    . "$1"
+    case "$1" in
+        */*) . "$1" ;;
+        *) . "./$1" ;;  # `.` looks a bare name up in PATH, not in the current folder
+    esac
 fi
 
 mkdir -p "$output_dir" || { echo "error: cannot create output_dir '$output_dir'" >&2; exit 2; }
@@ -102,6 +106,7 @@ for seed in $seeds; do
         --split_strategy "$split_strategy" \
         --train_split "$train_split" \
         --sim_alias "$sim_alias" \
+        --scenario "$scenario" \
         --evaluation_rounds "$eval_round" \
         --eval_batch_size "$batch_size_eval" \
         --evaluation_mode "$evaluation_mode" \

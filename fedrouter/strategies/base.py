@@ -9,6 +9,7 @@ how local clusters are matched to global clusters (``match_clusters``).
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,17 @@ def from_record(record: ArrayRecord) -> OrderedDict:
     return OrderedDict((key, array.numpy()) for key, array in record.items())
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failure(node: int, reason: str) -> dict:
+    """Describe a failed reply: the exception's last line, and the full text as detail."""
+    text = _ANSI.sub("", reason)
+    lines = [line.strip(" '>") for line in text.splitlines() if line.strip(" '>")]
+    errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b.*:", line)]
+    return {"node": node, "error": (errors or lines or ["unknown error"])[-1], "detail": text}
+
+
 @dataclass
 class ClientInfo:
     """What the server knows of a client after the clustering phase."""
@@ -95,6 +107,18 @@ class ClusteredStrategy(Strategy):
     def ordered_nodes(self) -> list[int]:
         """Return node ids ordered by partition id, so sampling does not depend on ids."""
         return sorted(self.clients, key=lambda n: self.clients[n].partition_id)
+
+    def local_clustering_request(self) -> dict:
+        """Say how clients cluster their data: how many local clusters, and by task label or not."""
+        return {"n-clusters": self.cfg.n_clusters, "oracle": False}
+
+    def train_extras(self, node: int) -> dict:
+        """Return extra train-config entries for one client (a baseline hook)."""
+        return {}
+
+    def evaluate_extras(self, node: int) -> dict:
+        """Return extra evaluate-config entries for one client (a baseline hook)."""
+        return {}
 
     def setup(self, clients: Iterable[ClientInfo], init_adapter: Mapping[str, np.ndarray]):
         """Match local clusters to global ones and give every global cluster the init adapter."""
@@ -141,6 +165,44 @@ class ClusteredStrategy(Strategy):
             ],
         }
 
+    # ----- checkpoints -------------------------------------------------------------------
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Return the server state as named arrays, keyed by partition id, not node id."""
+        out = {"global_centroids": self.global_centroids}
+        for g, adapter in self.adapters.items():
+            out.update({f"adapter/{g}/{key}": value for key, value in adapter.items()})
+        for node in self.ordered_nodes():
+            pid = self.clients[node].partition_id
+            out[f"assignment/{pid}"] = self.assignment[node]
+            out[f"local_centroids/{pid}"] = self.clients[node].centroids
+        return out
+
+    def state_meta(self) -> dict:
+        """Return the JSON part of the server state."""
+        keys = list(next(iter(self.adapters.values())).keys())
+        return {"cluster_tasks": list(self.cluster_tasks), "adapter_keys": keys}
+
+    def restore(self, arrays: Mapping[str, np.ndarray], meta: dict) -> None:
+        """Continue from a checkpoint after ``setup`` re-ran the clustering phase."""
+        from fedrouter.checkpoint import CheckpointError
+
+        for node in self.ordered_nodes():
+            pid = self.clients[node].partition_id
+            saved = arrays.get(f"local_centroids/{pid}")
+            now = self.clients[node].centroids
+            if saved is None or saved.shape != now.shape or not np.allclose(saved, now, atol=1e-4):
+                raise CheckpointError(
+                    f"client {pid}'s local clusters differ from the checkpoint's: "
+                    "the data, model or seed changed since the run started"
+                )
+            self.assignment[node] = arrays[f"assignment/{pid}"].astype(np.int64)
+        self.global_centroids = arrays["global_centroids"]
+        self.adapters = {
+            g: OrderedDict((k, arrays[f"adapter/{g}/{k}"]) for k in meta["adapter_keys"])
+            for g in range(self.num_global_clusters)
+        }
+        self.cluster_tasks = list(meta["cluster_tasks"])
+
     # ----- training ----------------------------------------------------------------------
     def local_cluster(self, node: int, server_round: int) -> int:
         """Return the local cluster a client trains this round."""
@@ -169,6 +231,7 @@ class ClusteredStrategy(Strategy):
                             "local-cluster": local,
                             "global-cluster": g,
                             "lr": lr,
+                            **self.train_extras(node),
                         }
                     ),
                 }
@@ -176,15 +239,20 @@ class ClusteredStrategy(Strategy):
             messages.append(Message(content, dst_node_id=node, message_type=MessageType.TRAIN))
         return messages
 
+    def in_partition_order(self, replies: Iterable[Message]) -> list[Message]:
+        """Order replies by partition id: float sums, and so runs, then repeat exactly."""
+        order = {n: self.clients[n].partition_id for n in self.clients}
+        return sorted(replies, key=lambda r: order.get(r.metadata.src_node_id, -1))
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """FedAvg within each global cluster, weighted by the examples each client trained on."""
         updates, outcome = [], RoundOutcome()
-        for reply in replies:
+        for reply in self.in_partition_order(replies):
             node = reply.metadata.src_node_id
             if reply.has_error():
-                outcome.failures.append({"node": node, "error": reply.error.reason})
+                outcome.failures.append(failure(node, reply.error.reason))
                 continue
             metrics = reply.content[METRICS_KEY]
             g = int(metrics["global-cluster"])
@@ -193,13 +261,17 @@ class ClusteredStrategy(Strategy):
             outcome.trained.append(
                 {"node": node, "partition_id": self.clients[node].partition_id, **dict(metrics)}
             )
-        self.adapters = aggregate_by_cluster(self.adapters, updates)
         self.last_outcome = outcome
+        self.aggregate_updates(server_round, updates)
         if not outcome.trained:
             return None, None
         total = sum(t["num-examples"] for t in outcome.trained)
         loss = sum(t["train-loss"] * t["num-examples"] for t in outcome.trained) / total
         return None, MetricRecord({"train-loss": loss, "num-examples": total})
+
+    def aggregate_updates(self, server_round: int, updates: list[tuple[int, dict, float]]) -> None:
+        """Average the (cluster, adapter, weight) updates within each cluster (a hook)."""
+        self.adapters = aggregate_by_cluster(self.adapters, updates)
 
     # ----- evaluation --------------------------------------------------------------------
     def eval_clusters(self, node: int) -> list[int]:
@@ -223,7 +295,11 @@ class ClusteredStrategy(Strategy):
                     }
                 ),
                 CONFIG_KEY: ConfigRecord(
-                    {"server-round": server_round, "cluster-tasks": list(self.cluster_tasks)}
+                    {
+                        "server-round": server_round,
+                        "cluster-tasks": list(self.cluster_tasks),
+                        **self.evaluate_extras(node),
+                    }
                 ),
             }
             for g in clusters:
@@ -239,10 +315,10 @@ class ClusteredStrategy(Strategy):
         """Return the client-weighted mean of each reported metric."""
         self.last_eval: list[dict] = []
         self.last_eval_failures: list[dict] = []
-        for reply in replies:
+        for reply in self.in_partition_order(replies):
             node = reply.metadata.src_node_id
             if reply.has_error():
-                self.last_eval_failures.append({"node": node, "error": reply.error.reason})
+                self.last_eval_failures.append(failure(node, reply.error.reason))
                 continue
             metrics = dict(reply.content[METRICS_KEY])
             self.last_eval.append({"partition_id": self.clients[node].partition_id, **metrics})

@@ -1,0 +1,74 @@
+"""Checks that need no model weights, run before any model loads (config errors come earlier)."""
+
+from __future__ import annotations
+
+from fedrouter.config import Config
+from fedrouter.errors import FedRouterError
+from fedrouter.results import check_writable
+
+
+def check_resources(cfg: Config) -> None:
+    """Refuse GPU requests on a machine without CUDA instead of letting Ray hang."""
+    import torch
+
+    if cfg.client_resources_gpus > 0 and not torch.cuda.is_available():
+        raise FedRouterError(
+            f"client_resources_gpus={cfg.client_resources_gpus:g} but no CUDA device is visible; "
+            "set client_resources_gpus=0 to run on the CPU"
+        )
+
+
+def check_model(cfg: Config) -> str:
+    """Resolve the base model path and check that its config loads, without loading weights."""
+    from transformers import AutoConfig
+
+    from fedrouter.models import ModelLoadError, check_model_source, resolve_model_path
+
+    check_model_source(cfg.model_name_or_path)
+    path = resolve_model_path(cfg.model_name_or_path)
+    try:
+        AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"cannot load model '{cfg.model_name_or_path}': {str(exc).splitlines()[0]} "
+            "(offline? pass a local folder, or --model_name_or_path tiny)"
+        ) from exc
+    return path
+
+
+def check_data(cfg: Config) -> None:
+    """Load and partition the data once, so bad data fails before any model loads."""
+    from fedrouter.data import load_client_data
+
+    parts = load_client_data(
+        dataset_name=cfg.dataset_name,
+        local_data_dir=cfg.local_data_dir,
+        dataset_sample=cfg.dataset_sample,
+        split_strategy=cfg.split_strategy,
+        num_clients=cfg.num_clients,
+        train_split=cfg.train_split,
+        max_data_per_client=cfg.max_data_per_client,
+        max_eval_size=cfg.max_eval_size,
+        evaluation_mode=cfg.evaluation_mode,
+        seed=cfg.seed,
+    )
+    for pid, part in enumerate(parts):
+        if cfg.n_clusters > len(part.train):
+            raise FedRouterError(
+                f"n_clusters={cfg.n_clusters} is larger than client {pid}'s "
+                f"{len(part.train)} training samples"
+            )
+
+
+def preflight(cfg: Config) -> str:
+    """Run every check that needs no model weights; return the resolved base model path."""
+    check_writable(cfg.output_dir)
+    check_resources(cfg)
+    if cfg.resume:
+        from fedrouter.checkpoint import find_run_to_resume
+        from fedrouter.server_app import run_name
+
+        # A missing, damaged or foreign checkpoint fails here.
+        find_run_to_resume(cfg.output_dir, run_name(cfg), cfg.to_dict())
+    check_data(cfg)
+    return check_model(cfg)

@@ -1,0 +1,112 @@
+"""Every bad input of the README's table: one-line error naming the problem, non-zero exit,
+no traceback, nothing already written touched, no run directory created."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BASE = [
+    "--model_name_or_path", "tiny", "--dataset_name", "multitask_synthetic",
+    "--num_clients", "4", "--sample_clients", "4", "--global_n_clusters", "4",
+    "--num_rounds", "2", "--evaluation_rounds", "2", "--client_resources_gpus", "0",
+]  # fmt: skip
+
+
+def qqp_without_label(root: Path) -> list[str]:
+    folder = root / "data" / "qqp"
+    folder.mkdir(parents=True)
+    rows = [{"question1": "a?", "question2": "b?", "idx": 0}]
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return ["--dataset_name", "multitask", "--local_data_dir", str(root / "data")]
+
+
+def foreign_run(root: Path) -> list[str]:
+    run = root / "out" / "router_single_clustered_seed2025"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"config": {"num_rounds": 99}}))
+    return ["--resume", "True"]
+
+
+def truncated_checkpoint(root: Path) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "fedrouter.config", *BASE, "--output_dir", str(root / "out")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    run = root / "out" / "router_single_clustered_seed2025"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"config": json.loads(out.stdout)}))
+    (run / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short")
+    return ["--resume", "True"]
+
+
+def not_writable(root: Path) -> list[str]:
+    (root / "a_file").write_text("x")
+    return ["--output_dir", str(root / "a_file" / "out")]
+
+
+# name in the README table -> (extra flags, or a function of tmp_path returning them; a word
+# the one-line error must contain)
+CASES = {
+    "unknown variable": (["--bogus_flag", "1"], "bogus_flag"),
+    "wrong type": (["--num_rounds", "abc"], "num_rounds"),
+    "zero rounds": (["--num_rounds", "0"], "num_rounds"),
+    "negative learning rate": (["--learning_rate=-0.1"], "learning_rate"),
+    "eval rounds outside the run": (["--evaluation_rounds", "5,9"], "evaluation_rounds"),
+    "global_n_clusters above the number of centroids": (
+        ["--global_n_clusters", "5"], "global_n_clusters"),
+    "n_clusters above a client's sample count": (
+        ["--n_clusters", "50", "--max_data_per_client", "40"], "n_clusters"),
+    "sample_clients > num_clients": (["--sample_clients", "8"], "sample_clients"),
+    "unknown split strategy": (["--split_strategy", "by_magic"], "split_strategy"),
+    "unknown dataset": (["--dataset_name", "imagenet"], "dataset_name"),
+    "unknown evaluation mode": (["--evaluation_mode", "sideways"], "evaluation_mode"),
+    "4-bit and 8-bit together": (["--load_in_8bit", "True"], "load_in_8bit"),
+    "missing model path": (["--model_name_or_path", "/nonexistent/model"], "model_name_or_path"),
+    "missing local_data_dir": (
+        ["--dataset_name", "multitask", "--local_data_dir", "/nonexistent/data"], "local_data_dir"),
+    "dataset file without the expected columns": (qqp_without_label, "label"),
+    "empty client partition": (["--dataset_sample", "4"], "0 test rows"),
+    "output dir not writable": (not_writable, "output_dir"),
+    "GPUs requested without CUDA": (["--client_resources_gpus", "1"], "client_resources_gpus"),
+    "resume into a run of another config": (foreign_run, "config differs"),
+    "resume from a truncated checkpoint": (truncated_checkpoint, "truncated"),
+}  # fmt: skip
+
+
+def readme_rows() -> list[str]:
+    """Return the first column of the README's bad-input table."""
+    text = README.read_text()
+    table = text.split("<!-- bad-inputs -->")[1].split("<!-- /bad-inputs -->")[0]
+    return [m.group(1).strip() for m in re.finditer(r"^\| ([^|]+?) \|", table, re.M)][1:]
+
+
+def test_readme_table_and_test_cases_agree():
+    assert readme_rows() == list(CASES)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_gets_one_line_error(tmp_path, name, tiny_path):
+    extra, needle = CASES[name]
+    if callable(extra):
+        extra = extra(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    keep = out / "earlier_result.txt"
+    keep.write_text("precious")
+    before = sorted(p.name for p in out.iterdir())
+    args = [*BASE, "--output_dir", str(out), *extra]
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedrouter.simulation", *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert keep.read_text() == "precious"
+    assert sorted(p.name for p in out.iterdir()) == before  # no run directory was created
