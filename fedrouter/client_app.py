@@ -13,7 +13,7 @@ from flwr.clientapp import ClientApp
 from fedrouter import client_logic as logic
 from fedrouter.clustering import route
 from fedrouter.config import Config
-from fedrouter.data import load_client_data
+from fedrouter.data import client_data_for
 from fedrouter.models import (
     ADAPTER,
     LOAD_STATS,
@@ -52,18 +52,7 @@ def node_config(cfg: Config, context: Context) -> tuple[int, int]:
 def client_data(cfg: Config, context: Context):
     """Return this node's train/test rows (loaded once per process)."""
     pid, num = node_config(cfg, context)
-    parts = load_client_data(
-        dataset_name=cfg.dataset_name,
-        local_data_dir=cfg.local_data_dir,
-        dataset_sample=cfg.dataset_sample,
-        split_strategy=cfg.split_strategy,
-        num_clients=num,
-        train_split=cfg.train_split,
-        max_data_per_client=cfg.max_data_per_client,
-        max_eval_size=cfg.max_eval_size,
-        evaluation_mode=cfg.evaluation_mode,
-        seed=cfg.seed,
-    )
+    parts = client_data_for(cfg, num_clients=num)
     return pid, parts[pid]
 
 

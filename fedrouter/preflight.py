@@ -38,20 +38,9 @@ def check_model(cfg: Config) -> str:
 
 def check_data(cfg: Config) -> None:
     """Load and partition the data once, so bad data fails before any model loads."""
-    from fedrouter.data import load_client_data
+    from fedrouter.data import client_data_for
 
-    parts = load_client_data(
-        dataset_name=cfg.dataset_name,
-        local_data_dir=cfg.local_data_dir,
-        dataset_sample=cfg.dataset_sample,
-        split_strategy=cfg.split_strategy,
-        num_clients=cfg.num_clients,
-        train_split=cfg.train_split,
-        max_data_per_client=cfg.max_data_per_client,
-        max_eval_size=cfg.max_eval_size,
-        evaluation_mode=cfg.evaluation_mode,
-        seed=cfg.seed,
-    )
+    parts = client_data_for(cfg)
     for pid, part in enumerate(parts):
         if cfg.n_clusters > len(part.train):
             raise FedRouterError(

@@ -34,6 +34,7 @@ __all__ = [
     "ClientData",
     "DataError",
     "TaskSpec",
+    "client_data_for",
     "client_tasks",
     "format_prompt",
     "generate_synthetic",
@@ -103,4 +104,20 @@ def load_client_data(
             evaluation_mode,
             seed,
         )
+    )
+
+
+def client_data_for(cfg, num_clients: int | None = None) -> list[ClientData]:
+    """Return every client's data for a run config (any object with the config's fields)."""
+    return load_client_data(
+        dataset_name=cfg.dataset_name,
+        local_data_dir=cfg.local_data_dir,
+        dataset_sample=cfg.dataset_sample,
+        split_strategy=cfg.split_strategy,
+        num_clients=cfg.num_clients if num_clients is None else num_clients,
+        train_split=cfg.train_split,
+        max_data_per_client=cfg.max_data_per_client,
+        max_eval_size=cfg.max_eval_size,
+        evaluation_mode=cfg.evaluation_mode,
+        seed=cfg.seed,
     )
