@@ -54,6 +54,8 @@ template="alpaca"
 max_new_tokens=32                     # generation length at evaluation
 max_data_per_client=600
 max_eval_size=300
+resume=False                          # True: continue each seed's run from its last checkpoint
+save_every=1                          # checkpoint the server state every this many rounds
 extra_args=""                         # any further flags, e.g. "--lora_dropout 0.1"
 
 python_bin="${PYTHON:-python}"
@@ -116,6 +118,8 @@ for seed in $seeds; do
         --max_data_per_client "$max_data_per_client" \
         --max_eval_size "$max_eval_size" \
         --seed "$seed" \
+        --resume "$resume" \
+        --save_every "$save_every" \
         --run_simulation \
         $extra_args > "$log" 2>&1
     status=$?
