@@ -159,9 +159,10 @@ def train_local_adapter(cfg: Config, model, tokenizer, rows, context: Context, m
     context.state[LOCAL_ADAPTER_KEY] = to_record(adapter_to_arrays(model))
 
 
-def test_embeddings(cfg: Config, pid: int, rows, model, tokenizer) -> np.ndarray:
+def cached_test_embeddings(cfg: Config, pid: int, rows, model, tokenizer) -> np.ndarray:
     """Embed the test instructions once per process; the base model never changes."""
-    key = (pid, cfg.model_name_or_path, cfg.seed, len(rows))
+    key = (pid, cfg.model_name_or_path, cfg.dataset_name, cfg.split_strategy, cfg.evaluation_mode)
+    key += (cfg.num_clients, cfg.seed, len(rows))
     if key not in _TEST_EMBEDDINGS:
         _TEST_EMBEDDINGS[key] = logic.embed_instructions(
             model, tokenizer, rows, batch_size=cfg.eval_batch_size, max_length=cfg.seq_length
@@ -180,7 +181,7 @@ def handle_evaluate(cfg: Config, msg: Message, context: Context) -> Message:
     model, tokenizer = model_and_tokenizer(cfg)
     pid, part = client_data(cfg, context)
     start = time.perf_counter()
-    embeddings = test_embeddings(cfg, pid, part.test, model, tokenizer)
+    embeddings = cached_test_embeddings(cfg, pid, part.test, model, tokenizer)
     embed_seconds = time.perf_counter() - start
     routing = msg.content[ROUTING_KEY]
     clusters = routing["clusters"].numpy()
