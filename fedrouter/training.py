@@ -78,6 +78,43 @@ def to_prompt_completion(rows: Sequence[dict], template: str) -> list[dict]:
     ]
 
 
+def tokenize_rows(rows: Sequence[dict], tokenizer, template: str, max_length: int) -> dict:
+    """Tokenize rows the way TRL prepares prompt/completion data, in one batched call.
+
+    Each sequence is the tokenized ``prompt + completion + eos``; ``labels`` is -100 over the
+    prompt (completion-only loss). Sequences are cut to ``max_length`` from the start, and a
+    sequence left with no completion token is dropped, as TRL does. SFTTrainer's own
+    preparation runs five ``datasets.map`` passes per call; this is one tokenizer call.
+    """
+    pairs = to_prompt_completion(rows, template)
+    eos = tokenizer.eos_token or ""
+    prompts = [pair["prompt"] for pair in pairs]
+    fulls = [
+        pair["prompt"] + pair["completion"] + ("" if pair["completion"].endswith(eos) else eos)
+        for pair in pairs
+    ]
+    prompt_ids = tokenizer(prompts)["input_ids"]
+    full_ids = tokenizer(fulls)["input_ids"]
+    input_ids, labels = [], []
+    for prompt, full in zip(prompt_ids, full_ids, strict=True):
+        start = _common_prefix(prompt, full)
+        label = [-100] * start + full[start:]
+        full, label = full[:max_length], label[:max_length]
+        if any(token != -100 for token in label):
+            input_ids.append(full)
+            labels.append(label)
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def sft_config(settings: TrainSettings, lr: float, seed: int, output_dir: str):
     """Return an ``SFTConfig`` that fits the device: bf16 on a capable GPU, CPU otherwise."""
     import torch
@@ -105,7 +142,37 @@ def sft_config(settings: TrainSettings, lr: float, seed: int, output_dir: str):
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataset_num_proc=None,
+        dataset_kwargs={"skip_prepare_dataset": True},  # train_adapter tokenizes (tokenize_rows)
     )
+
+
+def _sft_trainer_class():
+    """Return SFTTrainer, or on CPU a subclass whose loss is plain cross-entropy.
+
+    TRL computes the loss with a chunked log-prob kernel (plus entropy and accuracy
+    metrics). It saves GPU memory on large vocabularies, but on a CPU it is about half of a
+    training step. The subclass computes the same completion-only NLL with the model's own
+    loss, so on CPU only the cost changes.
+    """
+    import torch
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    if torch.cuda.is_available():
+        return SFTTrainer
+
+    class PlainLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(
+                self,
+                model,
+                inputs,
+                return_outputs=return_outputs,
+                num_items_in_batch=num_items_in_batch,
+            )
+
+    return PlainLossSFTTrainer
 
 
 def train_adapter(
@@ -116,19 +183,20 @@ def train_adapter(
     from datasets.utils.logging import disable_progress_bar
     from transformers import PrinterCallback
     from transformers.utils import logging as hf_logging
-    from trl import SFTTrainer
 
     if not rows:
         raise ValueError("train_adapter needs at least one row")
     start = time.perf_counter()
     picked = subsample(rows, settings.samples_per_call, seed)
-    dataset = Dataset.from_list(to_prompt_completion(picked, settings.template))
+    dataset = Dataset.from_dict(
+        tokenize_rows(picked, tokenizer, settings.template, settings.seq_length)
+    )
     disable_progress_bar()  # per-round dataset preparation is not worth a progress bar
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
         with tempfile.TemporaryDirectory(prefix="fedrouter-sft-") as tmp:
-            trainer = SFTTrainer(
+            trainer = _sft_trainer_class()(
                 model=model,
                 args=sft_config(settings, lr, seed, tmp),
                 train_dataset=dataset,
