@@ -257,3 +257,50 @@ def test_repeated_seed_keeps_newest(tmp_path):
     os.utime(old / "summary.json", (1, 1))  # the first folder is the older run
     (row,) = aggregate(collect_runs(tmp_path))
     assert (row.n_seeds, row.rouge1_mean) == (1, pytest.approx(0.4))
+
+
+def test_run_scenarios_skips_finished_runs(tmp_path):
+    """An interrupted comparison continues: seeds with a summary.json are not run again."""
+    import shutil
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    scripts = tmp_path / "training_scripts"
+    scripts.mkdir()
+    shutil.copy(os.path.join(repo, "training_scripts", "run_scenarios.sh"), scripts)
+    calls = tmp_path / "calls.txt"
+    # A stand-in launcher that records which method and seeds it was asked to run.
+    (scripts / "run_flower_simulation_router.sh").write_text(
+        f'. "$1"; echo "$fed_alg $seeds" >> {calls}\n'
+    )
+    out = tmp_path / "out"
+    done = out / "single_fedavg_fedavg_seed222"
+    done.mkdir(parents=True)
+    (done / "summary.json").write_text("{}")
+    (out / "single_local_local_seed111").mkdir()  # started but never finished: runs again
+    env = {
+        **os.environ,
+        "methods": "fedavg local",
+        "scenarios": "single",
+        "seeds": "111 222",
+        "output_root": str(out),
+    }
+    subprocess.run(
+        ["sh", str(scripts / "run_scenarios.sh")],
+        cwd=repo,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert calls.read_text().splitlines() == ["fedavg 111", "local 111 222"]
+    for name in ("fedavg_seed111", "fedavg_seed222"):
+        (out / f"single_{name.split('_')[0]}_{name}").mkdir(exist_ok=True)
+        (out / f"single_{name.split('_')[0]}_{name}" / "summary.json").write_text("{}")
+    calls.write_text("")
+    subprocess.run(
+        ["sh", str(scripts / "run_scenarios.sh")],
+        cwd=repo,
+        env={**env, "methods": "fedavg"},
+        check=True,
+        capture_output=True,
+    )
+    assert calls.read_text() == ""  # everything done: nothing runs

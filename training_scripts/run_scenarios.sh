@@ -8,12 +8,16 @@
 # To run the paper's model and data, pass a preset that sets model_name_or_path and
 # dataset_name (or an empty file to keep the launcher's paper defaults).
 # Afterwards: python -m fedrouter.report "$output_root"
+#
+# A run whose summary.json exists is skipped, so an interrupted comparison continues where it
+# stopped when started again with the same output_root (rerun=1 runs everything again).
 
 base_preset="${1:-configs/quickstart.sh}"
 methods="${methods:-clustered fedavg local cfl feddpa router_oracle}"
 scenarios="${scenarios:-single interference generalization}"
 seeds="${seeds:-111 222 333}"
 output_root="${output_root:-output/scenarios}"
+rerun="${rerun:-0}"
 sim_round="${sim_round:-}"   # cfl's clustering round; empty: the base preset's num_rounds / 2
 
 here="$(dirname "$0")"
@@ -22,18 +26,30 @@ for scenario in $scenarios; do
     scenario_preset="configs/scenarios/${scenario}.sh"
     [ -f "$scenario_preset" ] || { echo "error: no scenario preset $scenario_preset" >&2; exit 2; }
     for method in $methods; do
+        todo=""
+        for seed in $seeds; do
+            if [ "$rerun" = 1 ] || \
+                [ ! -f "$output_root/${scenario}_${method}_${method}_seed${seed}/summary.json" ]; then
+                todo="$todo $seed"
+            fi
+        done
+        todo="${todo# }"
+        if [ -z "$todo" ]; then
+            echo "### scenario=$scenario method=$method: done for seeds $seeds, skipped"
+            continue
+        fi
         preset="$(mktemp)"
         {
             cat "$base_preset"
             cat "$scenario_preset"
             echo "fed_alg=\"$method\""
-            echo "seeds=\"$seeds\""
+            echo "seeds=\"$todo\""
             echo "output_dir=\"$output_root\""
             echo "sim_alias=\"${scenario}_${method}\""
             if [ -n "$sim_round" ]; then echo "sim_round=$sim_round"; else
                 echo 'sim_round=$(( (num_rounds + 1) / 2 ))'; fi
         } > "$preset"
-        echo "### scenario=$scenario method=$method seeds=$seeds"
+        echo "### scenario=$scenario method=$method seeds=$todo"
         sh "$here/run_flower_simulation_router.sh" "$preset"
         status=$?
         rm -f "$preset"
