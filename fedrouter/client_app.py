@@ -23,6 +23,7 @@ from fedrouter.models import (
     arrays_to_adapter,
     get_model_and_tokenizer,
 )
+from fedrouter.profiling import PHASES, peak_gpu_mb, peak_rss_mb, phase, take_phases
 from fedrouter.strategies.base import (
     ADAPTER_KEY,
     CONFIG_KEY,
@@ -52,7 +53,8 @@ def node_config(cfg: Config, context: Context) -> tuple[int, int]:
 def client_data(cfg: Config, context: Context):
     """Return this node's train/test rows (loaded once per process)."""
     pid, num = node_config(cfg, context)
-    parts = client_data_for(cfg, num_clients=num)
+    with phase("data-load"):  # the first call per process loads; later ones hit the cache
+        parts = client_data_for(cfg, num_clients=num)
     return pid, parts[pid]
 
 
@@ -66,11 +68,18 @@ def model_and_tokenizer(cfg: Config):
 
 
 def process_metrics() -> dict[str, float]:
-    """Report which process served the message and how often it loaded the base model."""
+    """Report the serving process, its base-model loads, peak memory, and phase seconds.
+
+    Call it last when building a reply: it hands over (and resets) the phases timed since
+    the previous reply of this process.
+    """
     return {
         "pid": float(os.getpid()),
         "model-loads": float(LOAD_STATS["count"]),
         "seconds/model-load": LOAD_STATS["seconds"],
+        "peak-rss-mb": peak_rss_mb(),
+        "peak-gpu-mb": peak_gpu_mb(),
+        **{f"phase/{name}": seconds for name, seconds in take_phases().items()},
     }
 
 
@@ -79,30 +88,35 @@ def handle_cluster(cfg: Config, msg: Message, context: Context) -> Message:
     start = time.perf_counter()
     model, tokenizer = model_and_tokenizer(cfg)
     pid, part = client_data(cfg, context)
-    embeddings = logic.embed_instructions(
-        model, tokenizer, part.train, batch_size=cfg.eval_batch_size, max_length=cfg.seq_length
-    )
+    with phase("embedding"):
+        embeddings = logic.embed_instructions(
+            model, tokenizer, part.train, batch_size=cfg.eval_batch_size, max_length=cfg.seq_length
+        )
     request = msg.content[CONFIG_KEY]
-    local = logic.cluster_locally(
-        embeddings,
-        [r["task"] for r in part.train],
-        int(request["n-clusters"]),
-        cfg.seed + pid,
-        oracle=bool(request["oracle"]),
-    )
+    with phase("kmeans"):
+        local = logic.cluster_locally(
+            embeddings,
+            [r["task"] for r in part.train],
+            int(request["n-clusters"]),
+            cfg.seed + pid,
+            oracle=bool(request["oracle"]),
+        )
     context.state[STATE_KEY] = to_record({"labels": local.labels, "centroids": local.centroids})
     sizes = np.bincount(local.labels, minlength=len(local.centroids))
     content = RecordDict(
         {
             "centroids": to_record({"centroids": local.centroids, "sizes": sizes}),
             CONFIG_KEY: ConfigRecord({"partition-id": pid, "local-tasks": list(local.tasks)}),
-            METRICS_KEY: MetricRecord(
-                {**process_metrics(), "seconds/clustering": time.perf_counter() - start}
-            ),
         }
     )
     if msg.content[CONFIG_KEY].get("send-adapter", False):
-        content[ADAPTER_KEY] = to_record(adapter_to_arrays(model))
+        with phase("adapter-swap"):
+            arrays = adapter_to_arrays(model)
+        with phase("serialization"):
+            content[ADAPTER_KEY] = to_record(arrays)
+    content[METRICS_KEY] = MetricRecord(
+        {**process_metrics(), "seconds/clustering": time.perf_counter() - start}
+    )
     return Message(content, reply_to=msg)
 
 
@@ -114,7 +128,10 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
     server_round, local = int(config["server-round"]), int(config["local-cluster"])
     labels = context.state[STATE_KEY]["labels"].numpy()
     rows = logic.cluster_rows(part.train, labels, local)
-    arrays_to_adapter(model, from_record(msg.content[ADAPTER_KEY]))
+    with phase("serialization"):
+        start_arrays = from_record(msg.content[ADAPTER_KEY])
+    with phase("adapter-swap"):
+        arrays_to_adapter(model, start_arrays)
     result = train_adapter(
         model,
         tokenizer,
@@ -123,7 +140,10 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
         lr=float(config["lr"]),
         seed=cfg.seed * 100_003 + server_round * 1_009 + pid,
     )
-    global_arrays = adapter_to_arrays(model)
+    with phase("adapter-swap"):
+        global_arrays = adapter_to_arrays(model)
+    with phase("serialization"):
+        reply_record = to_record(global_arrays)
     if config.get("train-local-adapter", False):
         train_local_adapter(cfg, model, tokenizer, rows, context, msg, server_round * 7 + pid)
     metrics = {
@@ -135,9 +155,7 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
         "seconds/train": result.seconds,
         **process_metrics(),
     }
-    content = RecordDict(
-        {ADAPTER_KEY: to_record(global_arrays), METRICS_KEY: MetricRecord(metrics)}
-    )
+    content = RecordDict({ADAPTER_KEY: reply_record, METRICS_KEY: MetricRecord(metrics)})
     return Message(content, reply_to=msg)
 
 
@@ -181,11 +199,15 @@ def handle_evaluate(cfg: Config, msg: Message, context: Context) -> Message:
     model, tokenizer = model_and_tokenizer(cfg)
     pid, part = client_data(cfg, context)
     start = time.perf_counter()
-    embeddings = cached_test_embeddings(cfg, pid, part.test, model, tokenizer)
+    with phase("eval-embedding"):
+        embeddings = cached_test_embeddings(cfg, pid, part.test, model, tokenizer)
     embed_seconds = time.perf_counter() - start
     routing = msg.content[ROUTING_KEY]
     clusters = routing["clusters"].numpy()
-    routes = route(embeddings, routing["centroids"].numpy(), allowed=clusters)
+    with phase("serialization"):
+        adapters = {int(g): from_record(msg.content[adapter_key(int(g))]) for g in clusters}
+    with phase("routing"):
+        routes = route(embeddings, routing["centroids"].numpy(), allowed=clusters)
     cluster_tasks = list(msg.content[CONFIG_KEY]["cluster-tasks"])
     if msg.content[CONFIG_KEY].get("route-by-task", False):
         routes = oracle_routes(part.test, clusters, cluster_tasks, routes)
@@ -198,7 +220,7 @@ def handle_evaluate(cfg: Config, msg: Message, context: Context) -> Message:
         )
 
     def activate(g: int) -> None:
-        arrays = from_record(msg.content[adapter_key(g)])
+        arrays = adapters[g]
         arrays_to_adapter(model, scale_lora_b(arrays, 1.0 - local_weight) if mixing else arrays)
 
     result = logic.evaluate_routed(
@@ -215,6 +237,8 @@ def handle_evaluate(cfg: Config, msg: Message, context: Context) -> Message:
     )
     if mixing:
         model.base_model.set_adapter(ADAPTER)  # back to the one trainable slot
+    for name, seconds in result.seconds.items():
+        PHASES[name] += seconds
     metrics = {**result.metrics(), "seconds/embedding": embed_seconds, **process_metrics()}
     return Message(RecordDict({METRICS_KEY: MetricRecord(metrics)}), reply_to=msg)
 

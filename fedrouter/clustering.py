@@ -17,8 +17,6 @@ class KMeansResult:
 
 def kmeans(points: np.ndarray, n_clusters: int, seed: int, n_init: int = 10) -> KMeansResult:
     """Cluster ``points`` into ``n_clusters`` with seeded k-means++."""
-    from sklearn.cluster import KMeans
-
     points = np.asarray(points, dtype=np.float64)
     if n_clusters < 1 or n_clusters > len(points):
         raise ValueError(f"cannot make {n_clusters} clusters from {len(points)} points")
@@ -27,6 +25,8 @@ def kmeans(points: np.ndarray, n_clusters: int, seed: int, n_init: int = 10) -> 
         return KMeansResult(
             np.zeros(len(points), dtype=np.int64), points.mean(0, keepdims=True).astype(np.float32)
         )
+    from sklearn.cluster import KMeans  # imported here: a second of start-up, rarely needed
+
     model = KMeans(n_clusters=n_clusters, random_state=seed, n_init=n_init).fit(points)
     return KMeansResult(model.labels_.astype(np.int64), model.cluster_centers_.astype(np.float32))
 

@@ -12,6 +12,7 @@ from flwr.serverapp import Grid
 
 from fedrouter.checkpoint import load_checkpoint, save_checkpoint
 from fedrouter.errors import FedRouterError
+from fedrouter.profiling import messages_bytes, peak_rss_mb, phase, take_phases
 from fedrouter.results import RunRecorder, read_metrics
 from fedrouter.strategies.base import (
     ADAPTER_KEY,
@@ -39,8 +40,13 @@ def wait_for_nodes(grid: Grid, count: int, timeout: float = 600.0) -> list[int]:
     return nodes[:count] if len(nodes) > count else nodes
 
 
-def clustering_phase(grid: Grid, nodes: list[int], recorder: RunRecorder, request: dict):
-    """Ask every client to cluster its data; return their ClientInfo and the init adapter."""
+def clustering_phase(
+    grid: Grid, nodes: list[int], recorder: RunRecorder, request: dict, traffic: dict
+):
+    """Ask every client to cluster its data; return their ClientInfo and the init adapter.
+
+    ``traffic`` receives the bytes sent each way.
+    """
     messages = [
         Message(
             RecordDict({CONFIG_KEY: ConfigRecord({"send-adapter": i == 0, **request})}),
@@ -49,7 +55,9 @@ def clustering_phase(grid: Grid, nodes: list[int], recorder: RunRecorder, reques
         )
         for i, node in enumerate(nodes)
     ]
+    traffic["to_clients"] = messages_bytes(messages)
     replies = list(grid.send_and_receive(messages, timeout=REPLY_TIMEOUT))
+    traffic["from_clients"] = messages_bytes(replies)
     for reply in replies:
         if reply.has_error():
             info = failure(reply.metadata.src_node_id, reply.error.reason)
@@ -74,18 +82,39 @@ def clustering_phase(grid: Grid, nodes: list[int], recorder: RunRecorder, reques
             "clustering", partition_id=int(config["partition-id"]), **_process_fields(metrics)
         )
         if ADAPTER_KEY in reply.content:
-            init_adapter = from_record(reply.content[ADAPTER_KEY])
+            with phase("serialization"):
+                init_adapter = from_record(reply.content[ADAPTER_KEY])
     if init_adapter is None:
         raise FedRouterError("no client returned the initial adapter; see the failures above")
     return sorted(clients, key=lambda c: c.partition_id), init_adapter
 
 
 def _process_fields(metrics: dict) -> dict:
-    """Keep the per-process fields (pid, load count) and timings of a reply's metrics."""
+    """Keep the per-process fields (pid, loads, memory) and timings of a reply's metrics."""
     return {
         "pid": int(metrics.get("pid", -1)),
         "model_loads": int(metrics.get("model-loads", -1)),
+        **{k.replace("-", "_"): v for k, v in metrics.items() if k.startswith("peak-")},
         **{k: v for k, v in metrics.items() if k.startswith("seconds/")},
+        **{k.replace("-", "_"): v for k, v in metrics.items() if k.startswith("phase/")},
+    }
+
+
+def traffic_fields(traffic: dict) -> dict:
+    """Flatten message sizes for an event: bytes each way, and how many are arrays."""
+    out = {}
+    for direction, sizes in traffic.items():
+        out[f"messages_{direction}"] = sizes["messages"]
+        out[f"bytes_{direction}"] = sizes["array_bytes"] + sizes["other_bytes"]
+        out[f"array_bytes_{direction}"] = sizes["array_bytes"]
+    return out
+
+
+def server_fields() -> dict:
+    """The server process's phase seconds since the last event, and its peak memory."""
+    return {
+        "server_peak_rss_mb": peak_rss_mb(),
+        **{f"phase/server/{name}": secs for name, secs in take_phases().items()},
     }
 
 
@@ -128,22 +157,27 @@ def run_federation(
 ):
     """Run the clustering phase and every round; record everything; return the summary."""
     start = time.perf_counter()
+    recorder.log_event("start")
     history, first_round = prepare(cfg, grid, strategy, recorder, resume)
     for server_round in range(first_round, cfg.num_rounds + 1):
         play_round(cfg, grid, strategy, recorder, server_round, history)
-        if server_round in cfg.evaluation_rounds or server_round == cfg.num_rounds:
-            for g, arrays in strategy.adapters.items():
-                recorder.save_adapter(server_round, g, arrays, lora)
-        recorder.flush()
-        if server_round % cfg.save_every == 0 or server_round == cfg.num_rounds:
-            meta = {
-                "server_round": server_round,
-                "strategy": strategy.state_meta(),
-                "history": history,
-                "n_events": len(recorder.events),
-            }
-            save_checkpoint(recorder.run_dir, server_round, strategy.state_arrays(), meta)
-    recorder.write_json("clustering.json", strategy.clustering_report())  # cfl regroups later
+        with phase("file-io"):
+            if server_round in cfg.evaluation_rounds or server_round == cfg.num_rounds:
+                for g, arrays in strategy.adapters.items():
+                    recorder.save_adapter(server_round, g, arrays, lora)
+            recorder.flush()
+            if server_round % cfg.save_every == 0 or server_round == cfg.num_rounds:
+                meta = {
+                    "server_round": server_round,
+                    "strategy": strategy.state_meta(),
+                    "history": history,
+                    "n_events": len(recorder.events),
+                }
+                save_checkpoint(recorder.run_dir, server_round, strategy.state_arrays(), meta)
+    with phase("file-io"):
+        recorder.write_json("clustering.json", strategy.clustering_report())  # cfl regroups
+    recorder.log_event("finish", seconds=time.perf_counter() - start, **server_fields())
+    recorder.flush()
     summary = build_summary(cfg, history, recorder, time.perf_counter() - start)
     recorder.write_json("summary.json", summary)
     return summary
@@ -157,8 +191,9 @@ def prepare(cfg, grid: Grid, strategy, recorder: RunRecorder, resume: bool):
         recorder.events = read_metrics(recorder.run_dir)[: checkpoint.meta["n_events"]]
     nodes = wait_for_nodes(grid, cfg.num_clients)
     start = time.perf_counter()
+    traffic: dict = {}
     clients, init_adapter = clustering_phase(
-        grid, nodes, recorder, strategy.local_clustering_request()
+        grid, nodes, recorder, strategy.local_clustering_request(), traffic
     )
     strategy.setup(clients, init_adapter)
     strategy.summary()
@@ -172,7 +207,12 @@ def prepare(cfg, grid: Grid, strategy, recorder: RunRecorder, resume: bool):
         recorder.log_event("resume", from_round=first_round)
         logger.info("resuming after round %d", checkpoint.server_round)
     logger.info("global clusters by task: %s", strategy.cluster_tasks)
-    recorder.log_event("setup", seconds=time.perf_counter() - start)
+    recorder.log_event(
+        "setup",
+        seconds=time.perf_counter() - start,
+        **traffic_fields(traffic),
+        **server_fields(),
+    )
     recorder.flush()
     return history, first_round
 
@@ -180,12 +220,20 @@ def prepare(cfg, grid: Grid, strategy, recorder: RunRecorder, resume: bool):
 def play_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_round: int, history):
     """Train one round, and evaluate if it is an evaluation round."""
     round_start = time.perf_counter()
-    replies = grid.send_and_receive(
-        strategy.configure_train(server_round, None, ConfigRecord(), grid),
-        timeout=REPLY_TIMEOUT,
-    )
+    messages = list(strategy.configure_train(server_round, None, ConfigRecord(), grid))
+    traffic = {"to_clients": messages_bytes(messages)}
+    replies = list(grid.send_and_receive(messages, timeout=REPLY_TIMEOUT))
+    traffic["from_clients"] = messages_bytes(replies)
     strategy.aggregate_train(server_round, replies)
     record_train(recorder, strategy, server_round)
+    recorder.log_event(
+        "round",
+        round=server_round,
+        stage="train",
+        seconds=time.perf_counter() - round_start,
+        **traffic_fields(traffic),
+        **server_fields(),
+    )
     if len(strategy.last_outcome.trained) < cfg.min_fit_clients:
         recorder.flush()
         raise FedRouterError(
@@ -216,11 +264,20 @@ def record_train(recorder: RunRecorder, strategy, server_round: int) -> None:
 
 def evaluate_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_round: int) -> dict:
     """Evaluate every client with routing and record per-client metrics."""
-    replies = grid.send_and_receive(
-        strategy.configure_evaluate(server_round, None, ConfigRecord(), grid),
-        timeout=REPLY_TIMEOUT,
-    )
+    start = time.perf_counter()
+    messages = list(strategy.configure_evaluate(server_round, None, ConfigRecord(), grid))
+    traffic = {"to_clients": messages_bytes(messages)}
+    replies = list(grid.send_and_receive(messages, timeout=REPLY_TIMEOUT))
+    traffic["from_clients"] = messages_bytes(replies)
     mean = strategy.aggregate_evaluate(server_round, replies)
+    recorder.log_event(
+        "round",
+        round=server_round,
+        stage="evaluate",
+        seconds=time.perf_counter() - start,
+        **traffic_fields(traffic),
+        **server_fields(),
+    )
     for e in strategy.last_eval:
         recorder.log_event(
             "eval",

@@ -116,13 +116,21 @@ def build_tiny_model(out_dir: str | os.PathLike, spec: TinyModelSpec | None = No
     )
     torch.manual_seed(spec.seed)
     model = LlamaForCausalLM(config)
+    save_model_atomically(model, tokenizer, out, {"fedrouter_tiny_spec.json": asdict(spec)})
+    logger.info("built tiny model (%d parameters) in %s", model.num_parameters(), out)
+    return out
+
+
+def save_model_atomically(model, tokenizer, out: Path, extra_json: dict[str, dict]) -> None:
+    """Save model and tokenizer to ``out`` via a sibling temp dir, so a crash leaves nothing."""
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    # Build in a sibling temp dir, then rename: a crash never leaves a half-written model.
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "fedrouter_tiny_spec.json").write_text(json.dumps(asdict(spec), indent=2))
+        for name, content in extra_json.items():
+            (tmp / name).write_text(json.dumps(content, indent=2))
         if out.exists() and not (out / "config.json").exists():
             shutil.rmtree(out)  # a leftover that never completed
         try:
@@ -135,8 +143,6 @@ def build_tiny_model(out_dir: str | os.PathLike, spec: TinyModelSpec | None = No
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("built tiny model (%d parameters) in %s", model.num_parameters(), out)
-    return out
 
 
 def resolve_tiny_model(spec: TinyModelSpec | None = None) -> Path:
@@ -146,6 +152,79 @@ def resolve_tiny_model(spec: TinyModelSpec | None = None) -> Path:
     if not (path / "config.json").exists():
         build_tiny_model(path, spec)
     return path
+
+
+# Llama-3.2-1B's published geometry, so that time and memory can be measured at GPU scale
+# without downloading the weights (they are random here).
+GEOMETRIES: dict[str, dict] = {
+    "llama-3.2-1b": {
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": True,
+    }
+}
+_GEOMETRY_KEYS = set(GEOMETRIES["llama-3.2-1b"]) | {"initializer_range", "attention_bias"}
+
+
+def geometry_sizes(geometry: str, num_layers: int | None = None) -> dict:
+    """Return the Llama sizes of a named geometry or of a config JSON file, layers overridden.
+
+    Keys of the JSON that are not sizes (architectures, dtype, token ids...) are ignored.
+    """
+    if geometry in GEOMETRIES:
+        sizes = dict(GEOMETRIES[geometry])
+    elif Path(geometry).is_file():
+        loaded = json.loads(Path(geometry).read_text())
+        sizes = {k: v for k, v in loaded.items() if k in _GEOMETRY_KEYS}
+        if "hidden_size" not in sizes or "num_hidden_layers" not in sizes:
+            raise ValueError(f"{geometry}: not a Llama config (no hidden_size/num_hidden_layers)")
+    else:
+        raise ValueError(
+            f"unknown model geometry '{geometry}': use one of {sorted(GEOMETRIES)} "
+            "or the path of a config JSON"
+        )
+    if num_layers is not None:
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, not {num_layers}")
+        sizes["num_hidden_layers"] = num_layers
+    return sizes
+
+
+def resolve_random_model(sizes: dict, seed: int = 0) -> Path:
+    """Return a cached random-init Llama with ``sizes`` (bf16 weights), building it once.
+
+    It uses the tiny model's tokenizer; the token ids it produces all fit the larger vocab.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    blob = json.dumps({"sizes": sizes, "seed": seed, "tok": TinyModelSpec().fingerprint()})
+    out = cache_root() / f"random-llama-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+    if (out / "config.json").exists():
+        return out
+    tokenizer = AutoTokenizer.from_pretrained(resolve_tiny_model())
+    if sizes.get("vocab_size", 0) < len(tokenizer):
+        raise ValueError(f"vocab_size must be at least {len(tokenizer)}")
+    config = LlamaConfig(
+        **sizes,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    with torch.device("cpu"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    save_model_atomically(model, tokenizer, out, {"fedrouter_random_sizes.json": sizes})
+    logger.info("built random %d-parameter Llama in %s", model.num_parameters(), out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

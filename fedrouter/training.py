@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from fedrouter.data.templates import format_prompt
 from fedrouter.models import keep_adapter_float32
+from fedrouter.profiling import PHASES, phase
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +176,22 @@ def _sft_trainer_class():
     return PlainLossSFTTrainer
 
 
+def _optimizer_timer():
+    """Return a callback that adds the optimizer steps' time to the ``optimizer`` phase."""
+    from transformers import TrainerCallback
+
+    class OptimizerTimer(TrainerCallback):
+        started = 0.0
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            PHASES["optimizer"] += time.perf_counter() - self.started
+
+    return OptimizerTimer()
+
+
 def train_adapter(
     model, tokenizer, rows: Sequence[dict], *, settings: TrainSettings, lr: float, seed: int
 ) -> TrainResult:
@@ -188,23 +205,27 @@ def train_adapter(
         raise ValueError("train_adapter needs at least one row")
     start = time.perf_counter()
     picked = subsample(rows, settings.samples_per_call, seed)
-    dataset = Dataset.from_dict(
-        tokenize_rows(picked, tokenizer, settings.template, settings.seq_length)
-    )
+    with phase("tokenization"):
+        dataset = Dataset.from_dict(
+            tokenize_rows(picked, tokenizer, settings.template, settings.seq_length)
+        )
     disable_progress_bar()  # per-round dataset preparation is not worth a progress bar
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
         with tempfile.TemporaryDirectory(prefix="fedrouter-sft-") as tmp:
-            trainer = _sft_trainer_class()(
-                model=model,
-                args=sft_config(settings, lr, seed, tmp),
-                train_dataset=dataset,
-                processing_class=tokenizer,
-            )
-            trainer.remove_callback(PrinterCallback)  # it prints a metrics dict per log step
-            keep_adapter_float32(model)  # undo TRL's bf16 cast before the optimizer exists
-            output = trainer.train()
+            with phase("trainer-setup"):
+                trainer = _sft_trainer_class()(
+                    model=model,
+                    args=sft_config(settings, lr, seed, tmp),
+                    train_dataset=dataset,
+                    processing_class=tokenizer,
+                    callbacks=[_optimizer_timer()],
+                )
+                trainer.remove_callback(PrinterCallback)  # it prints metrics per log step
+                keep_adapter_float32(model)  # undo TRL's bf16 cast before the optimizer exists
+            with phase("training"):
+                output = trainer.train()
     finally:
         hf_logging.set_verbosity(verbosity)
     model.eval()

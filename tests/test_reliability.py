@@ -40,7 +40,11 @@ def only_run(out: Path) -> Path:
 def comparable(events: list[dict], kinds=("clustering", "train", "eval")) -> list[dict]:
     """Drop timing fields (and process ids), keep the events that carry results."""
     return [
-        {k: v for k, v in e.items() if k not in TIMING and not k.startswith("seconds")}
+        {
+            k: v
+            for k, v in e.items()
+            if k not in TIMING and not k.startswith(("seconds", "phase/", "peak"))
+        }
         for e in events
         if e["event"] in kinds
     ]

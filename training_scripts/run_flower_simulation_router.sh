@@ -59,29 +59,29 @@ save_every=1                          # checkpoint the server state every this m
 extra_args=""                         # any further flags, e.g. "--lora_dropout 0.1"
 
 python_bin="${PYTHON:-python}"
+dry_run="${dry_run:-0}"                # 1: print each seed's flags, one per line, and run nothing
 
 if [ $# -gt 0 ]; then
     if [ ! -f "$1" ]; then
         echo "error: preset '$1' not found" >&2
         exit 2
     fi
-    echo "Using preset $1"
+    [ "$dry_run" = 1 ] || echo "Using preset $1"
     case "$1" in
         */*) . "$1" ;;
         *) . "./$1" ;;  # `.` looks a bare name up in PATH, not in the current folder
     esac
 fi
 
-mkdir -p "$output_dir" || { echo "error: cannot create output_dir '$output_dir'" >&2; exit 2; }
+[ "$dry_run" = 1 ] || mkdir -p "$output_dir" || { echo "error: cannot create output_dir '$output_dir'" >&2; exit 2; }
 export CUDA_VISIBLE_DEVICES="$gpu"
 export PYTHONUNBUFFERED=1
 
-echo "Starting Flower simulation (fed_alg=$fed_alg, seeds: $seeds)"
+[ "$dry_run" = 1 ] || echo "Starting Flower simulation (fed_alg=$fed_alg, seeds: $seeds)"
 for seed in $seeds; do
     log="$output_dir/${sim_alias}_seed${seed}_log.txt"
-    echo "===== seed $seed: running, log in $log ====="
-    # shellcheck disable=SC2086  # extra_args is meant to split into flags
-    "$python_bin" -m fedrouter.simulation \
+    [ "$dry_run" = 1 ] || echo "===== seed $seed: running, log in $log ====="
+    set -- \
         --learning_rate "$lr" \
         --model_name_or_path "$model_name_or_path" \
         --dataset_name "$dataset_name" \
@@ -120,8 +120,14 @@ for seed in $seeds; do
         --seed "$seed" \
         --resume "$resume" \
         --save_every "$save_every" \
-        --run_simulation \
-        $extra_args > "$log" 2>&1
+        --run_simulation
+    if [ "$dry_run" = 1 ]; then
+        # shellcheck disable=SC2086  # extra_args is meant to split into flags
+        printf '%s\n' "$@" $extra_args
+        continue
+    fi
+    # shellcheck disable=SC2086
+    "$python_bin" -m fedrouter.simulation "$@" $extra_args > "$log" 2>&1
     status=$?
     if [ $status -ne 0 ]; then
         echo "error: seed $seed failed (exit $status). Read $log:" >&2

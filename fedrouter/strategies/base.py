@@ -28,6 +28,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedrouter.clustering import global_assignment, kmeans
+from fedrouter.profiling import phase
 from fedrouter.strategies.aggregation import aggregate_by_cluster, sample_nodes
 from fedrouter.training import cosine_lr
 
@@ -218,13 +219,16 @@ class ClusteredStrategy(Strategy):
         lr = cosine_lr(
             server_round, self.cfg.num_rounds, self.cfg.learning_rate, self.cfg.min_learning_rate
         )
-        messages = []
+        messages, records = [], {}
         for node in nodes:
             local = self.local_cluster(node, server_round)
             g = int(self.assignment[node][local])
+            if g not in records:  # serialise each cluster's adapter once, not once per client
+                with phase("serialization"):
+                    records[g] = to_record(self.adapters[g])
             content = RecordDict(
                 {
-                    ADAPTER_KEY: to_record(self.adapters[g]),
+                    ADAPTER_KEY: records[g],
                     CONFIG_KEY: ConfigRecord(
                         {
                             "server-round": server_round,
@@ -257,12 +261,14 @@ class ClusteredStrategy(Strategy):
             metrics = reply.content[METRICS_KEY]
             g = int(metrics["global-cluster"])
             weight = float(metrics["num-examples"])
-            updates.append((g, from_record(reply.content[ADAPTER_KEY]), weight))
+            with phase("serialization"):
+                updates.append((g, from_record(reply.content[ADAPTER_KEY]), weight))
             outcome.trained.append(
                 {"node": node, "partition_id": self.clients[node].partition_id, **dict(metrics)}
             )
         self.last_outcome = outcome
-        self.aggregate_updates(server_round, updates)
+        with phase("aggregation"):
+            self.aggregate_updates(server_round, updates)
         if not outcome.trained:
             return None, None
         total = sum(t["num-examples"] for t in outcome.trained)
@@ -284,7 +290,7 @@ class ClusteredStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Send every client the global centroids and the adapters of the clusters it may use."""
-        messages = []
+        messages, adapter_records = [], {}
         for node in self.ordered_nodes():
             clusters = self.eval_clusters(node)
             records = {
@@ -303,7 +309,10 @@ class ClusteredStrategy(Strategy):
                 ),
             }
             for g in clusters:
-                records[adapter_key(g)] = to_record(self.adapters[g])
+                if g not in adapter_records:
+                    with phase("serialization"):
+                        adapter_records[g] = to_record(self.adapters[g])
+                records[adapter_key(g)] = adapter_records[g]
             messages.append(
                 Message(RecordDict(records), dst_node_id=node, message_type=MessageType.EVALUATE)
             )
