@@ -57,7 +57,7 @@ ROWS = (
     ("routing", ("routing",)),
     ("generation", ("generation",)),
     ("ROUGE", ("rouge",)),
-    ("file I/O (server)", ("server/file-io",)),
+    ("file I/O (server)", ("server/file_io",)),
 )
 COMPUTE = ("training", "embedding", "eval_embedding", "generation")
 
@@ -358,7 +358,8 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
     return {
         "model": cfg.model_name_or_path,
         "load_in_4bit": cfg.load_in_4bit,
-        "parameters": int(sum(p.numel() for p in model.parameters())),
+        # transformers counts 4-bit weights unpacked; LoRA's own parameters are left out
+        "parameters": int(model.get_base_model().num_parameters() - adapter_bytes // 4),
         "adapter_bytes": adapter_bytes,
         "first_load_seconds": first_load,
         "seconds_per_model_load": float(np.median(loads)),
