@@ -35,6 +35,7 @@ import numpy as np
 
 from fedrouter.config import Config, ConfigError, parse_args
 from fedrouter.errors import FedRouterError
+from fedrouter.results import atomic_write_json
 
 logger = logging.getLogger("fedrouter.bench")
 
@@ -468,14 +469,6 @@ def format_report(result: dict) -> str:
     return "\n".join(line for line in lines if line is not None)
 
 
-def write_json_atomically(path: Path, data: dict) -> None:
-    """Write JSON via a temp file and rename, so a crash leaves no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fedrouter.bench", description=__doc__.split("\n\n")[0]
@@ -526,7 +519,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["ab"] = ab_measurements(cfg, args.ab_prompts, max(cfg.global_n_clusters, 2))
     report = format_report(result)
     sys.stdout.write(report + "\n")
-    write_json_atomically(Path(args.out), result)
+    atomic_write_json(Path(args.out), result)
     sys.stdout.write(f"\nwrote {args.out}\n")
     return result
 

@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from fedrouter.data.templates import format_prompt
 from fedrouter.models import keep_adapter_float32
@@ -147,6 +148,7 @@ def sft_config(settings: TrainSettings, lr: float, seed: int, output_dir: str):
     )
 
 
+@lru_cache(maxsize=1)
 def _sft_trainer_class():
     """Return SFTTrainer, or on CPU a subclass whose loss is plain cross-entropy.
 
