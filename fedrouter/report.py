@@ -70,6 +70,8 @@ class RunRecord:
     clustering: dict | None = None
     num_rounds: int | None = None
     note: str = ""  # why the run is not complete
+    wall_seconds: float | None = None
+    rounds_trained: dict[int, int] = field(default_factory=dict)  # global cluster -> rounds
 
 
 @dataclass
@@ -148,6 +150,20 @@ def _last_round(events: Iterable[dict], kind: str) -> int | None:
     return max(rounds) if rounds else None
 
 
+def rounds_trained(events: Iterable[dict]) -> dict[int, int]:
+    """Return {global cluster: number of rounds in which at least one client trained it}.
+
+    A global adapter that sits out rounds gets fewer updates; with a fixed step budget per
+    round this explains differences between seeds that routing accuracy does not.
+    """
+    rounds: dict[int, set] = defaultdict(set)
+    for e in events:
+        cluster, rnd = e.get("global_cluster"), e.get("round")
+        if e.get("event") == "train" and isinstance(cluster, int | float) and isinstance(rnd, int):
+            rounds[int(cluster)].add(rnd)
+    return {cluster: len(rounds[cluster]) for cluster in sorted(rounds)}
+
+
 def _one_line(text: str) -> str:
     """Collapse whitespace and shorten to NOTE_CHARS characters."""
     text = " ".join(str(text).split())
@@ -190,14 +206,18 @@ def load_run(run_dir: Path, config: dict) -> RunRecord:
     if clustering_path.is_file():
         clustering = _read_json(clustering_path)
         record.clustering = clustering if isinstance(clustering, dict) else None
+    events = _read_events(run_dir)
+    record.rounds_trained = rounds_trained(events)
     if summary is not None:
+        wall = summary.get("wall_seconds")
+        if isinstance(wall, int | float) and not isinstance(wall, bool) and math.isfinite(wall):
+            record.wall_seconds = float(wall)
         record.final = _metrics(summary.get("final"))
         record.by_round = _by_round(summary.get("by_round"))
         final_round = summary.get("final_round")
         record.last_round = final_round if isinstance(final_round, int) else None
     if record.final:
         return record
-    events = _read_events(run_dir)
     record.last_round = _last_round(events, "eval")
     record.status, record.note = _unfinished_status(events, record.num_rounds, summary is not None)
     return record
@@ -365,13 +385,9 @@ def _gain_table(rows: list[Row]) -> list[str]:
 def _run_rows(runs: Iterable[RunRecord], root: Path) -> list[list[str]]:
     body = []
     for run in runs:
-        try:
-            path = run.path.relative_to(root)
-        except ValueError:
-            path = run.path
         body.append(
             [
-                f"`{path}`",
+                f"`{_relative(run.path, root)}`",
                 method_label(run.method),
                 run.scenario,
                 MISSING if run.seed is None else str(run.seed),
@@ -383,16 +399,71 @@ def _run_rows(runs: Iterable[RunRecord], root: Path) -> list[list[str]]:
     return body
 
 
+def _relative(path: Path, root: Path) -> Path:
+    try:
+        return path.relative_to(root)
+    except ValueError:
+        return path
+
+
+def format_duration(seconds: float) -> str:
+    """Format seconds as ``1h02m03s`` / ``2m03s`` / ``3s``."""
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _wall_line(runs: Iterable[RunRecord]) -> str:
+    walls = [r.wall_seconds for r in runs if r.wall_seconds is not None]
+    if not walls:
+        return "No averaged run records its wall time."
+    return (
+        f"Wall time of the averaged runs (summary.json `wall_seconds`): "
+        f"{format_duration(sum(walls))} in all over {len(walls)} runs; per run "
+        f"{format_duration(statistics.fmean(walls))} mean, {format_duration(min(walls))} to "
+        f"{format_duration(max(walls))}."
+    )
+
+
+def _detail_rows(runs: Iterable[RunRecord], root: Path) -> list[list[str]]:
+    """One row per averaged run: its final metrics, wall time and training coverage."""
+    body = []
+    ordered = sorted(
+        runs,
+        key=lambda r: (scenario_key(r.scenario), method_key(r.method), r.seed or 0, str(r.path)),
+    )
+    for run in ordered:
+        routing = run.final.get(ROUTING)
+        body.append(
+            [
+                f"`{_relative(run.path, root)}`",
+                method_label(run.method),
+                run.scenario,
+                MISSING if run.seed is None else str(run.seed),
+                f"{run.final['rouge1']:.4f}" if "rouge1" in run.final else MISSING,
+                MISSING if routing is None else f"{routing:.4f}",
+                MISSING if run.wall_seconds is None else f"{run.wall_seconds:.0f}",
+                ", ".join(str(n) for n in run.rounds_trained.values()) or MISSING,
+            ]
+        )
+    return body
+
+
 def render_markdown(runs: list[RunRecord], rows: list[Row], root: Path) -> str:
-    """Return results.md: the seed tables, relative gains, routing and unfinished runs."""
+    """Return results.md: seed tables, gains, routing, per-run details, unfinished runs."""
     unfinished = [r for r in runs if r.status != COMPLETE]
-    repeats = split_duplicates(runs)[1]
+    kept, repeats = split_duplicates(runs)
     averaged = sum(r.n_seeds for r in rows)
     lines = [
         "# FedRouter results",
         "",
         f"Run directories under `{root}`: {len(runs)}; complete runs averaged: {averaged}; "
         f"incomplete or failed: {len(unfinished)} (listed below).",
+        "",
+        _wall_line(kept),
         "",
         "Cells are the final evaluated round's client-weighted mean, over seeds: "
         "`mean ± std (n=seeds)`, std being the sample std (ddof=1).",
@@ -430,6 +501,27 @@ def render_markdown(runs: list[RunRecord], rows: list[Row], root: Path) -> str:
             )
         else:
             lines += ["No complete run reports routing accuracy.", ""]
+        lines += [
+            "## Per-run details",
+            "",
+            "Each averaged run's final ROUGE-1 and routing accuracy, its wall time, and in how "
+            "many rounds each global adapter (cluster 0, 1, ...) was trained by at least one "
+            "client (from the `train` events of metrics.jsonl).",
+            "",
+            *_md_table(
+                [
+                    "Path",
+                    "Method",
+                    "Scenario",
+                    "Seed",
+                    "ROUGE-1",
+                    "Routing",
+                    "Wall (s)",
+                    "Rounds trained per global adapter",
+                ],
+                _detail_rows(kept, root),
+            ),
+        ]
     else:
         lines += ["No complete run yet.", ""]
     lines += ["## Incomplete and failed runs (not averaged)", ""]

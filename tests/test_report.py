@@ -14,10 +14,12 @@ from fedrouter.report import (
     INCOMPLETE,
     aggregate,
     collect_runs,
+    format_duration,
     format_gain,
     format_mean_std,
     main,
     relative_gain,
+    rounds_trained,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -34,7 +36,9 @@ CLUSTERING = {
 }  # fmt: skip
 
 
-def write_run(root, name, method, seed, scenario="single", final=None, events=(), clustering=None):
+def write_run(
+    root, name, method, seed, scenario="single", final=None, events=(), clustering=None, wall=1.0
+):
     """Write a run directory; ``final`` = (rouge1, rougeL, routing) makes it complete."""
     run = root / name
     run.mkdir(parents=True)
@@ -53,7 +57,7 @@ def write_run(root, name, method, seed, scenario="single", final=None, events=()
             "fed_alg": method,
             "seed": seed,
             "num_rounds": 4,
-            "wall_seconds": 1.0,
+            "wall_seconds": wall,
             "final_round": 4,
             "final": metrics,
             "final_per_client": {"0": {"rouge1": r1, "rouge2": r1 / 2, "rougeL": rl}},
@@ -68,8 +72,32 @@ def write_run(root, name, method, seed, scenario="single", final=None, events=()
 def output_dir(tmp_path_factory):
     """An output folder: clustered and fedavg × 2 seeds, local, generalization, 2 unfinished."""
     root = tmp_path_factory.mktemp("output")
-    write_run(root, "a/clustered_s1", "clustered", 1, final=(0.6, 0.5, 0.9), clustering=CLUSTERING)
-    write_run(root, "a/clustered_s2", "clustered", 2, final=(0.8, 0.7, 1.0), clustering=CLUSTERING)
+    # Global cluster 0 trained in rounds 1 and 2 (by two clients in round 1), cluster 1 in 1.
+    trained = [
+        {"event": "train", "round": 1, "partition_id": 0, "global_cluster": 0.0},
+        {"event": "train", "round": 1, "partition_id": 1, "global_cluster": 0.0},
+        {"event": "train", "round": 2, "partition_id": 0, "global_cluster": 0.0},
+        {"event": "train", "round": 2, "partition_id": 1, "global_cluster": 1.0},
+        {"event": "eval", "round": 2, "partition_id": 0, "rouge1": 0.3},
+    ]
+    write_run(
+        root,
+        "a/clustered_s1",
+        "clustered",
+        1,
+        final=(0.6, 0.5, 0.9),
+        clustering=CLUSTERING,
+        events=trained,
+    )
+    write_run(
+        root,
+        "a/clustered_s2",
+        "clustered",
+        2,
+        final=(0.8, 0.7, 1.0),
+        clustering=CLUSTERING,
+        wall=7200.0,
+    )
     write_run(root, "a/fedavg_s1", "fedavg", 1, final=(0.5, 0.4, 0.25), clustering=CLUSTERING)
     write_run(root, "a/fedavg_s2", "fedavg", 2, final=(0.7, 0.6, 0.75))
     write_run(root, "a/local_s1", "local", 1, final=(0.8, 0.7, 1.0))
@@ -186,6 +214,42 @@ def test_markdown_tables(report):
     routing = table(markdown, "Routing accuracy")
     assert routing["FedRouter (clustered)"] == ["0.9500", "0.5000"]
     assert routing["fedavg"][0] == "0.5000"
+
+
+def test_per_run_details_and_wall_time(report):
+    out, _ = report
+    markdown = (out / "results.md").read_text()
+    details = table(markdown, "Per-run details")
+    assert details["Path"][-1] == "Rounds trained per global adapter"
+    assert details["`a/clustered_s1`"] == [
+        "FedRouter (clustered)", "single", "1", "0.6000", "0.9000", "1", "2, 1",
+    ]  # fmt: skip
+    assert details["`a/clustered_s2`"][5:] == ["7200", "—"]  # no train events: not invented
+    # Averaged runs only, ordered by scenario then method then seed; unfinished ones are not here.
+    assert list(details)[1:] == [
+        "`a/clustered_s1`", "`a/clustered_s2`", "`a/fedavg_s1`", "`a/fedavg_s2`",
+        "`a/local_s1`", "`b/gen_s1`",
+    ]  # fmt: skip
+    # Six averaged runs: 7200 s + 5 x 1 s.
+    assert "2h00m05s in all over 6 runs; per run 20m01s mean, 1s to 2h00m00s." in markdown
+
+
+def test_rounds_trained_counts_rounds_not_clients():
+    events = [
+        {"event": "train", "round": 3, "global_cluster": 2},
+        {"event": "train", "round": 3, "global_cluster": 2},
+        {"event": "train", "round": 1, "global_cluster": 0.0},
+        {"event": "train", "round": 1},  # no cluster: ignored
+        {"event": "eval", "round": 2, "global_cluster": 0},  # not training: ignored
+    ]
+    assert rounds_trained(events) == {0: 1, 2: 1}
+    assert rounds_trained([]) == {}
+
+
+def test_format_duration():
+    assert format_duration(3) == "3s"
+    assert format_duration(125.4) == "2m05s"
+    assert format_duration(3 * 3600 + 62) == "3h01m02s"
 
 
 def test_unfinished_runs_listed(report):
