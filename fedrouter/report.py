@@ -150,17 +150,22 @@ def _last_round(events: Iterable[dict], kind: str) -> int | None:
     return max(rounds) if rounds else None
 
 
-def rounds_trained(events: Iterable[dict]) -> dict[int, int]:
+def rounds_trained(events: Iterable[dict], n_clusters: int = 0) -> dict[int, int]:
     """Return {global cluster: number of rounds in which at least one client trained it}.
 
     A global adapter that sits out rounds gets fewer updates; with a fixed step budget per
-    round this explains differences between seeds that routing accuracy does not.
+    round this explains differences between seeds that routing accuracy does not. Clusters
+    ``0 .. n_clusters-1`` that no train event names count 0, as long as the run has train
+    events at all (without any, nothing is known and the result is empty).
     """
     rounds: dict[int, set] = defaultdict(set)
     for e in events:
         cluster, rnd = e.get("global_cluster"), e.get("round")
         if e.get("event") == "train" and isinstance(cluster, int | float) and isinstance(rnd, int):
             rounds[int(cluster)].add(rnd)
+    if rounds:
+        for cluster in range(n_clusters):
+            rounds.setdefault(cluster, set())
     return {cluster: len(rounds[cluster]) for cluster in sorted(rounds)}
 
 
@@ -207,7 +212,9 @@ def load_run(run_dir: Path, config: dict) -> RunRecord:
         clustering = _read_json(clustering_path)
         record.clustering = clustering if isinstance(clustering, dict) else None
     events = _read_events(run_dir)
-    record.rounds_trained = rounds_trained(events)
+    centroids = (record.clustering or {}).get("global_centroids")
+    n_adapters = len(centroids) if isinstance(centroids, list) else 0
+    record.rounds_trained = rounds_trained(events, n_adapters)
     if summary is not None:
         wall = summary.get("wall_seconds")
         if isinstance(wall, int | float) and not isinstance(wall, bool) and math.isfinite(wall):

@@ -243,7 +243,19 @@ def test_rounds_trained_counts_rounds_not_clients():
         {"event": "eval", "round": 2, "global_cluster": 0},  # not training: ignored
     ]
     assert rounds_trained(events) == {0: 1, 2: 1}
+    # Cluster 1 of 4 never trained: it counts 0, and so does cluster 3, rather than vanish.
+    assert rounds_trained(events, n_clusters=4) == {0: 1, 1: 0, 2: 1, 3: 0}
     assert rounds_trained([]) == {}
+    assert rounds_trained([], n_clusters=4) == {}  # no train events: nothing is known
+
+
+def test_untrained_adapter_shows_zero(tmp_path):
+    clustering = dict(CLUSTERING, global_centroids=[[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    events = [{"event": "train", "round": r, "global_cluster": r % 2} for r in (1, 2, 3)]
+    write_run(tmp_path, "r", "clustered", 1, final=(0.5, 0.4, 1.0), clustering=clustering,
+              events=events)  # fmt: skip
+    (run,) = collect_runs(tmp_path)
+    assert run.rounds_trained == {0: 1, 1: 2, 2: 0}
 
 
 def test_format_duration():
