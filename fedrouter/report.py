@@ -389,28 +389,28 @@ def _gain_table(rows: list[Row]) -> list[str]:
     return _md_table(header, body)
 
 
+def _run_identity(run: RunRecord, root: Path) -> list[str]:
+    """The first cells of a per-run table row: path, method, scenario, seed."""
+    try:
+        path = run.path.relative_to(root)
+    except ValueError:
+        path = run.path
+    seed = MISSING if run.seed is None else str(run.seed)
+    return [f"`{path}`", method_label(run.method), run.scenario, seed]
+
+
 def _run_rows(runs: Iterable[RunRecord], root: Path) -> list[list[str]]:
     body = []
     for run in runs:
         body.append(
             [
-                f"`{_relative(run.path, root)}`",
-                method_label(run.method),
-                run.scenario,
-                MISSING if run.seed is None else str(run.seed),
+                *_run_identity(run, root),
                 run.status,
                 MISSING if run.last_round is None else str(run.last_round),
                 run.note or MISSING,
             ]
         )
     return body
-
-
-def _relative(path: Path, root: Path) -> Path:
-    try:
-        return path.relative_to(root)
-    except ValueError:
-        return path
 
 
 def format_duration(seconds: float) -> str:
@@ -446,10 +446,7 @@ def _detail_rows(runs: Iterable[RunRecord], root: Path) -> list[list[str]]:
         routing = run.final.get(ROUTING)
         body.append(
             [
-                f"`{_relative(run.path, root)}`",
-                method_label(run.method),
-                run.scenario,
-                MISSING if run.seed is None else str(run.seed),
+                *_run_identity(run, root),
                 f"{run.final['rouge1']:.4f}" if "rouge1" in run.final else MISSING,
                 MISSING if routing is None else f"{routing:.4f}",
                 MISSING if run.wall_seconds is None else f"{run.wall_seconds:.0f}",
