@@ -42,7 +42,7 @@ class TinyModelSpec:
     # 0.1 learned the synthetic tasks fastest of 0.02, 0.1 and 0.2 (scripts/task_learnability.py).
     initializer_range: float = 0.1
     # Bump when the tokenizer corpus (synthetic benchmark, templates) changes: it names the cache.
-    corpus: str = "synthetic-v1"
+    corpus: str = "synthetic-v2"  # v2: raw instructions and the reference's alpaca template
     seed: int = 0
 
     def fingerprint(self) -> str:
@@ -84,11 +84,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
 
 
 def tokenizer_corpus() -> list[str]:
-    """Return the texts the tiny tokenizer learns from: the benchmark and the templates."""
-    from fedrouter.data.synthetic import synthetic_texts
+    """Return the texts the tiny tokenizer learns from: benchmark, task sentences, templates."""
+    from fedrouter.data.synthetic import SYNTHETIC_PHRASING, synthetic_texts
     from fedrouter.data.templates import TEMPLATE_NAMES, format_prompt
 
-    return synthetic_texts() + [format_prompt("", name) for name in TEMPLATE_NAMES]
+    templates = [format_prompt("", name) for name in TEMPLATE_NAMES]
+    return synthetic_texts() + list(SYNTHETIC_PHRASING.values()) + templates
 
 
 def build_tiny_model(out_dir: str | os.PathLike, spec: TinyModelSpec | None = None) -> Path:

@@ -5,15 +5,22 @@ from __future__ import annotations
 import functools
 
 from fedrouter.data.errors import DataError
-from fedrouter.data.loaders import LOCAL_FORMATS, load_benchmark
+from fedrouter.data.loaders import LOCAL_FORMATS, Pools, load_benchmark
 from fedrouter.data.partition import (
     EVALUATION_MODES,
     SPLIT_STRATEGIES,
     ClientData,
     client_tasks,
     partition,
+    routes_globally,
 )
-from fedrouter.data.registry import DATASET_NAMES, ROW_KEYS, TaskSpec, tasks_for
+from fedrouter.data.registry import (
+    DATASET_NAMES,
+    INSTRUCTION_FORMATS,
+    ROW_KEYS,
+    TaskSpec,
+    tasks_for,
+)
 from fedrouter.data.synthetic import (
     SYNTHETIC_SEED,
     SYNTHETIC_TASKS,
@@ -25,6 +32,7 @@ from fedrouter.data.templates import TEMPLATE_NAMES, format_prompt
 __all__ = [
     "DATASET_NAMES",
     "EVALUATION_MODES",
+    "INSTRUCTION_FORMATS",
     "LOCAL_FORMATS",
     "ROW_KEYS",
     "SPLIT_STRATEGIES",
@@ -33,6 +41,7 @@ __all__ = [
     "TEMPLATE_NAMES",
     "ClientData",
     "DataError",
+    "Pools",
     "TaskSpec",
     "client_data_for",
     "client_tasks",
@@ -41,6 +50,7 @@ __all__ = [
     "load_benchmark",
     "load_client_data",
     "partition",
+    "routes_globally",
     "synthetic_texts",
     "tasks_for",
 ]
@@ -51,6 +61,7 @@ def _load_client_data_cached(
     dataset_name: str,
     local_data_dir: str | None,
     dataset_sample: int,
+    instruction_format: str,
     split_strategy: str,
     num_clients: int,
     train_split: float,
@@ -60,15 +71,20 @@ def _load_client_data_cached(
     seed: int,
 ) -> tuple[ClientData, ...]:
     """Load and split once per process and argument set."""
-    rows = load_benchmark(
-        dataset_name, local_data_dir=local_data_dir, dataset_sample=dataset_sample, seed=seed
+    pools = load_benchmark(
+        dataset_name,
+        local_data_dir=local_data_dir,
+        dataset_sample=dataset_sample,
+        train_split=train_split,
+        instruction_format=instruction_format,
     )
     return tuple(
         partition(
-            rows,
+            pools.train,
+            pools.test,
+            tasks=[spec.name for spec in tasks_for(dataset_name)],
             split_strategy=split_strategy,
             num_clients=num_clients,
-            train_split=train_split,
             max_data_per_client=max_data_per_client,
             max_eval_size=max_eval_size,
             evaluation_mode=evaluation_mode,
@@ -89,6 +105,7 @@ def load_client_data(
     max_eval_size: int,
     evaluation_mode: str,
     seed: int,
+    instruction_format: str = "raw",
 ) -> list[ClientData]:
     """Return every client's data for a run; cached, so each process loads and splits once."""
     return list(
@@ -96,6 +113,7 @@ def load_client_data(
             dataset_name,
             None if local_data_dir is None else str(local_data_dir),
             dataset_sample,
+            instruction_format,
             split_strategy,
             num_clients,
             train_split,
@@ -113,6 +131,7 @@ def client_data_for(cfg, num_clients: int | None = None) -> list[ClientData]:
         dataset_name=cfg.dataset_name,
         local_data_dir=cfg.local_data_dir,
         dataset_sample=cfg.dataset_sample,
+        instruction_format=cfg.instruction_format,
         split_strategy=cfg.split_strategy,
         num_clients=cfg.num_clients if num_clients is None else num_clients,
         train_split=cfg.train_split,

@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+
 from fedrouter.data.errors import DataError
-from fedrouter.data.registry import TaskSpec, tasks_for
-from fedrouter.data.sampling import balanced_quotas, derived_rng
+from fedrouter.data.registry import INSTRUCTION_FORMATS, POOL_ORDER, TaskSpec, tasks_for
+from fedrouter.data.sampling import balanced_quotas
 from fedrouter.data.synthetic import generate_synthetic
 
 if TYPE_CHECKING:
@@ -54,7 +58,7 @@ class _Source(Protocol):
         ...
 
     def rows(self, indices: Sequence[int]) -> list[Row]:
-        """Return the usable rows among the examples at `indices` (sorted)."""
+        """Return the usable rows among the examples at `indices`, in that order."""
         ...
 
 
@@ -82,17 +86,17 @@ class _DatasetSource:
         return sum(len(part) for part in self._parts)
 
     def rows(self, indices: Sequence[int]) -> list[Row]:
-        out: list[Row] = []
+        examples: dict[int, dict] = {}
         offset = 0
         for part in self._parts:
-            local = [i - offset for i in indices if offset <= i < offset + len(part)]
-            # `select` + `to_list` converts only the sampled examples, not the whole split.
-            for example in part.select(local).to_list() if local else []:
-                row = self._spec.to_row(example)
-                if row is not None:  # unusable examples (unlabelled, empty) are dropped
-                    out.append(row)
+            wanted = [i for i in indices if offset <= i < offset + len(part)]
+            # `select` + `to_list` converts only the requested examples, not the whole split.
+            if wanted:
+                selected = part.select([i - offset for i in wanted]).to_list()
+                examples.update(zip(wanted, selected, strict=True))
             offset += len(part)
-        return out
+        mapped = (self._spec.to_row(examples[i]) for i in indices)
+        return [row for row in mapped if row is not None]  # unusable examples are dropped
 
 
 def _synthetic_sources(specs: list[TaskSpec], local_data_dir: str | None) -> dict[str, _Source]:
@@ -198,33 +202,87 @@ def _check_columns(spec: TaskSpec, columns: Sequence[str], where: str) -> None:
         )
 
 
-def _sample_rows(sources: dict[str, _Source], dataset_sample: int, seed: int) -> list[Row]:
-    """Take at most `dataset_sample` rows, spread evenly over tasks, seeded."""
-    sizes = {task: len(source) for task, source in sources.items()}
-    total = sum(sizes.values()) if dataset_sample == -1 else dataset_sample
-    quotas = balanced_quotas(sizes, total)
-    rows: list[Row] = []
-    for task in sorted(sources):
-        picked = derived_rng(seed, "dataset_sample", task).sample(range(sizes[task]), quotas[task])
-        task_rows = sources[task].rows(sorted(picked))  # source order keeps files' order
-        logger.info("Task %s: %d of %d examples kept", task, len(task_rows), sizes[task])
-        rows.extend(task_rows)
+def _pool(spec: TaskSpec, source: _Source) -> list[Row]:
+    """Return a task's pool: its first `pool_size` rows after a seed-0 shuffle, else all."""
+    n = len(source)
+    if spec.pool_size is not None and n > spec.pool_size:
+        # datasets' `shuffle(seed=0).select(range(k))` draws this very permutation
+        indices = np.random.default_rng(0).permutation(n)[: spec.pool_size].tolist()
+    else:
+        indices = list(range(n))
+    rows = source.rows(indices)
+    logger.info("Task %s: %d of %d examples in the pool", spec.name, len(rows), n)
     return rows
+
+
+def _permuted(rows: Sequence[Row], seed: int) -> list[Row]:
+    """Return rows in the order `datasets.Dataset.shuffle(seed=seed)` gives them."""
+    return [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
+
+
+def _cap_balanced(rows: list[Row], dataset_sample: int) -> list[Row]:
+    """Keep at most `dataset_sample` rows, spread evenly over tasks, in their order."""
+    if dataset_sample == -1 or dataset_sample >= len(rows):
+        return rows
+    sizes: dict[str, int] = {}
+    for row in rows:
+        sizes[row["task"]] = sizes.get(row["task"], 0) + 1
+    quotas = balanced_quotas(sizes, dataset_sample)
+    kept = []
+    for row in rows:
+        if quotas[row["task"]] > 0:
+            quotas[row["task"]] -= 1
+            kept.append(row)
+    return kept
+
+
+@dataclass(frozen=True)
+class Pools:
+    """A benchmark after the global train/test split, before any client split."""
+
+    train: tuple[Row, ...]
+    test: tuple[Row, ...]
 
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(
-    dataset_name: str, local_data_dir: str | None, dataset_sample: int, seed: int
-) -> tuple[Row, ...]:
+    dataset_name: str,
+    local_data_dir: str | None,
+    dataset_sample: int,
+    train_split: float,
+    instruction_format: str,
+) -> Pools:
     """Load a benchmark once per process and argument set."""
     specs = tasks_for(dataset_name)
     if dataset_sample == 0 or dataset_sample < -1:
         raise DataError(f"dataset_sample must be positive or -1 (all), got {dataset_sample}")
+    if not 0.0 < train_split < 1.0:
+        raise DataError(f"train_split must be in (0, 1), got {train_split}")
+    if instruction_format not in INSTRUCTION_FORMATS:
+        raise DataError(
+            f"Unknown instruction_format {instruction_format!r}; "
+            f"valid: {', '.join(INSTRUCTION_FORMATS)}"
+        )
     sources = _SOURCE_READERS[dataset_name](specs, local_data_dir)
-    rows = _sample_rows(sources, dataset_sample, seed)
+    by_name = {spec.name: spec for spec in specs}
+    # The reference's get_dataset: the pools, concatenated in its order, shuffled with seed 0.
+    rows = _permuted(
+        [row for name in POOL_ORDER[dataset_name] for row in _pool(by_name[name], sources[name])],
+        0,
+    )
     if not rows:
         raise DataError(f"Benchmark {dataset_name!r} has no usable rows")
-    return tuple(rows)
+    rows = _cap_balanced(rows, dataset_sample)
+    if instruction_format == "phrased":
+        rows = [
+            {**row, "instruction": by_name[row["task"]].phrase(row["instruction"])} for row in rows
+        ]
+    # One global train/test split with seed 0, as `train_test_split(test_size, seed=0)` does.
+    n_test = math.ceil((1.0 - train_split) * len(rows))
+    order = np.random.default_rng(0).permutation(len(rows))
+    return Pools(
+        train=tuple(rows[i] for i in order[n_test:]), test=tuple(rows[i] for i in order[:n_test])
+    )
 
 
 def load_benchmark(
@@ -232,12 +290,16 @@ def load_benchmark(
     *,
     local_data_dir: str | Path | None = None,
     dataset_sample: int = 400_000,
-    seed: int = 0,
-) -> list[Row]:
-    """Return all tasks' rows of a benchmark, at most `dataset_sample` of them, deterministic.
+    train_split: float = 0.8,
+    instruction_format: str = "raw",
+) -> Pools:
+    """Return a benchmark's global train and test pools, as the reference builds them.
 
-    Rows come grouped by task (sorted names). Loading is cached per process; the row dicts
-    are shared between calls, so treat them as read-only.
+    Each task's pool (QQP and Gigaword: 30,000 rows after a seed-0 shuffle; the others whole)
+    is mapped to rows, the pools are concatenated and shuffled with seed 0, capped at
+    `dataset_sample` rows (task-balanced; the default is above the pools' size, so a no-op,
+    as in the reference), and split once into train and test with seed 0. Nothing here
+    depends on the run seed. Loading is cached per process; treat the rows as read-only.
     """
     local = None if local_data_dir is None else str(local_data_dir)
-    return list(_load_cached(dataset_name, local, dataset_sample, seed))
+    return _load_cached(dataset_name, local, dataset_sample, train_split, instruction_format)

@@ -1,41 +1,70 @@
-"""Split a benchmark's rows over clients by a named strategy, then into train and test.
+"""Split a benchmark's train and test pools over clients, as the reference's Flower path does.
 
-Strategies (each task list is read from the rows' `task` values, sorted):
+The pools come from `loaders.load_benchmark` (one global train/test split, seed 0). Each pool
+is split over the clients by a named strategy, the train pool capped at
+`max_data_per_client` and the test pool at `max_eval_size` rows per client (-1: no cap).
+Every split starts with one shuffle of the pool by the run seed; a "shard" is a contiguous
+share, as `datasets.Dataset.shard` cuts it. Tasks come in the benchmark registry's order T.
 
-- `iid`: all rows shuffled and dealt evenly to the clients, whatever their task.
-- `multitask_iid`: each task's rows are dealt evenly to all clients; every client has all tasks.
-- `multitask_clusters`: one task per client, client i gets task i % T. Needs
-  num_clients >= T so that every task reaches a client. When num_clients is not a multiple
-  of T, the first num_clients % T tasks have one client more, and their rows are split
-  over more clients.
-- `multitask_multi_domain`: two tasks per client, client i gets tasks i % T and (i+1) % T,
-  as in the paper. Needs T >= 2 and num_clients >= T.
+- `iid` and `multitask_iid`: the shuffled pool cut into `num_clients` disjoint shards, so
+  every client holds every task.
+- `multitask_clusters`: clients form T consecutive blocks, client i in block
+  `i * T // num_clients` (the reference's `i // (num_clients // T)` when T divides
+  num_clients); block b holds task b. A task's rows, shuffled again by the seed, are
+  sharded over its block.
+- `multitask_multi_domain`: block b holds tasks b and b+1 (mod T): the first half of task
+  b's rows and the second half of task b+1's, concatenated, shuffled by the seed and sharded
+  over the block. No row reaches two blocks.
 
-A task's rows are shuffled and dealt round-robin to the clients that hold it, so no row
-reaches two clients. Each client then shuffles its rows, splits them by `train_split`, and
-caps train at `max_data_per_client` and test at `max_eval_size` (-1: no cap).
-
-With `evaluation_mode="global"`, each client's test set instead covers all tasks: the
-held-out rows of every client form one pool, each task's pool is dealt to the clients, and
-each client takes a task-balanced test set of up to `max_eval_size` from its share. Test sets
-stay disjoint from every train set and from each other.
+The test pool follows the evaluation mode (`EVALUATION_MODES`): `local` and
+`data_local_eval_global` split it like the train pool, so a client is tested on its own
+tasks; `global` and `data_global_eval_local` split it with `multitask_iid` (`iid` stays
+`iid`), so every client is tested on every task. Where the reference cannot work as
+written, this module keeps a working rule (README, "Fidelity to the reference"):
+`multitask_iid` re-shuffled inside its client loop there, so shards overlapped; a client
+count that T does not divide failed there.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from fedrouter.data.errors import DataError
 from fedrouter.data.registry import ROW_KEYS
-from fedrouter.data.sampling import balanced_quotas, derived_rng
 
 logger = logging.getLogger(__name__)
 
 Row = dict[str, str]
-EVALUATION_MODES: tuple[str, ...] = ("local", "global")
+SPLIT_STRATEGIES: tuple[str, ...] = (
+    "iid",
+    "multitask_iid",
+    "multitask_clusters",
+    "multitask_multi_domain",
+)
+# mode -> (test data drawn like the client's own train data, routing among all clusters)
+_EVALUATION_MODES: dict[str, tuple[bool, bool]] = {
+    "local": (True, False),
+    "global": (False, True),
+    "data_local_eval_global": (True, True),
+    "data_global_eval_local": (False, False),
+}
+EVALUATION_MODES: tuple[str, ...] = tuple(_EVALUATION_MODES)
+
+
+def routes_globally(evaluation_mode: str) -> bool:
+    """Return whether a mode routes test samples among all global clusters."""
+    return _EVALUATION_MODES[evaluation_mode][1]
+
+
+def eval_split_strategy(split_strategy: str, evaluation_mode: str) -> str:
+    """Return the strategy that splits the test pool under an evaluation mode."""
+    if _EVALUATION_MODES[evaluation_mode][0] or split_strategy == "iid":
+        return split_strategy
+    return "multitask_iid"
 
 
 @dataclass(frozen=True)
@@ -47,110 +76,16 @@ class ClientData:
     tasks: tuple[str, ...]  # sorted task names present in `train`
 
 
-# --- Which tasks each client holds -------------------------------------------------------
-
-Assign = Callable[[str, tuple[str, ...], int], list[tuple[str, ...]]]
-
-
-def _all_tasks(strategy: str, tasks: tuple[str, ...], num_clients: int) -> list[tuple[str, ...]]:
-    """Give every client every task."""
-    return [tasks] * num_clients
+def permuted(rows: Sequence[Row], seed: int) -> list[Row]:
+    """Return rows in the order `datasets.Dataset.shuffle(seed=seed)` gives them."""
+    return [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
 
 
-def _require_clients_per_task(strategy: str, tasks: tuple[str, ...], num_clients: int) -> None:
-    """Refuse a client count that would leave a task without a client."""
-    if num_clients < len(tasks):
-        raise DataError(
-            f"{strategy} needs num_clients >= the number of tasks ({len(tasks)}: "
-            f"{', '.join(tasks)}); got num_clients={num_clients}"
-        )
-
-
-def _one_task(strategy: str, tasks: tuple[str, ...], num_clients: int) -> list[tuple[str, ...]]:
-    """Give client i task i % T."""
-    _require_clients_per_task(strategy, tasks, num_clients)
-    return [(tasks[i % len(tasks)],) for i in range(num_clients)]
-
-
-def _two_tasks(strategy: str, tasks: tuple[str, ...], num_clients: int) -> list[tuple[str, ...]]:
-    """Give client i tasks i % T and (i+1) % T."""
-    if len(tasks) < 2:
-        raise DataError(f"{strategy} needs at least 2 tasks; the data has {list(tasks)}")
-    _require_clients_per_task(strategy, tasks, num_clients)
-    n_tasks = len(tasks)
-    return [
-        tuple(sorted((tasks[i % n_tasks], tasks[(i + 1) % n_tasks]))) for i in range(num_clients)
-    ]
-
-
-# --- How rows reach the clients ----------------------------------------------------------
-
-Deal = Callable[[dict[str, list[Row]], list[tuple[str, ...]], int], list[list[Row]]]
-
-
-def _deal_pooled(
-    by_task: dict[str, list[Row]], assignment: list[tuple[str, ...]], seed: int
-) -> list[list[Row]]:
-    """Shuffle all rows together and deal them round-robin."""
-    pool = [row for task in sorted(by_task) for row in by_task[task]]
-    derived_rng(seed, "deal", "pooled").shuffle(pool)
-    return [pool[i :: len(assignment)] for i in range(len(assignment))]
-
-
-def _deal_per_task(
-    by_task: dict[str, list[Row]], assignment: list[tuple[str, ...]], seed: int
-) -> list[list[Row]]:
-    """Shuffle each task's rows and deal them round-robin to the clients holding it."""
-    shares: list[list[Row]] = [[] for _ in assignment]
-    for task in sorted(by_task):
-        holders = [i for i, held in enumerate(assignment) if task in held]
-        rows = list(by_task[task])
-        derived_rng(seed, "deal", task).shuffle(rows)
-        for position, client in enumerate(holders):
-            shares[client].extend(rows[position :: len(holders)])
-    return shares
-
-
-@dataclass(frozen=True)
-class _Strategy:
-    """A split strategy: which tasks each client holds, and how rows reach them."""
-
-    assign: Assign
-    deal: Deal
-
-
-_STRATEGIES: dict[str, _Strategy] = {
-    "iid": _Strategy(_all_tasks, _deal_pooled),
-    "multitask_iid": _Strategy(_all_tasks, _deal_per_task),
-    "multitask_clusters": _Strategy(_one_task, _deal_per_task),
-    "multitask_multi_domain": _Strategy(_two_tasks, _deal_per_task),
-}
-SPLIT_STRATEGIES: tuple[str, ...] = tuple(_STRATEGIES)
-
-
-def _strategy(split_strategy: str) -> _Strategy:
-    """Look a strategy up by name."""
-    try:
-        return _STRATEGIES[split_strategy]
-    except KeyError:
-        raise DataError(
-            f"Unknown split_strategy {split_strategy!r}; valid: {', '.join(SPLIT_STRATEGIES)}"
-        ) from None
-
-
-def client_tasks(
-    split_strategy: str, tasks: Sequence[str], num_clients: int
-) -> list[tuple[str, ...]]:
-    """Return the task set each client gets under a strategy, without touching data."""
-    if num_clients < 1:
-        raise DataError(f"num_clients must be >= 1, got {num_clients}")
-    ordered = tuple(sorted(set(tasks)))
-    if not ordered:
-        raise DataError("There are no tasks to split")
-    return _strategy(split_strategy).assign(split_strategy, ordered, num_clients)
-
-
-# --- Train / test per client -------------------------------------------------------------
+def shard(rows: Sequence[Row], num_shards: int, index: int) -> list[Row]:
+    """Return the `index`-th of `num_shards` contiguous, near-equal shares of `rows`."""
+    size, extra = divmod(len(rows), num_shards)
+    start = size * index + min(index, extra)
+    return list(rows[start : start + size + (1 if index < extra else 0)])
 
 
 def _cap(rows: list[Row], limit: int) -> list[Row]:
@@ -158,105 +93,141 @@ def _cap(rows: list[Row], limit: int) -> list[Row]:
     return rows if limit == -1 else rows[:limit]
 
 
-def _split(rows: list[Row], train_split: float, rng: random.Random) -> tuple[list[Row], list[Row]]:
-    """Shuffle and cut rows into (train, held-out)."""
-    rows = list(rows)
-    rng.shuffle(rows)
-    n_train = round(len(rows) * train_split)
-    return rows[:n_train], rows[n_train:]
+def task_blocks(num_clients: int, n_tasks: int) -> list[int]:
+    """Return each client's block: the index of its (first) task."""
+    return [i * n_tasks // num_clients for i in range(num_clients)]
 
 
-def _global_tests(held_out: list[list[Row]], max_eval_size: int, seed: int) -> list[list[Row]]:
-    """Deal each task's held-out rows over all clients; take a task-balanced test from each."""
-    pool: dict[str, list[Row]] = {}
-    for rows in held_out:
-        for row in rows:
-            pool.setdefault(row["task"], []).append(row)
-    n_clients = len(held_out)
-    shares: list[dict[str, list[Row]]] = [{} for _ in held_out]
-    for task in sorted(pool):
-        rows = pool[task]
-        derived_rng(seed, "global_eval", task).shuffle(rows)
-        for client in range(n_clients):
-            shares[client][task] = rows[client::n_clients]
-    tests = []
-    for share in shares:
-        available = {task: len(rows) for task, rows in share.items()}
-        limit = sum(available.values()) if max_eval_size == -1 else max_eval_size
-        quotas = balanced_quotas(available, limit)
-        tests.append([row for task in sorted(share) for row in share[task][: quotas[task]]])
-    return tests
+def client_tasks(
+    split_strategy: str, tasks: Sequence[str], num_clients: int
+) -> list[tuple[str, ...]]:
+    """Return the tasks each client gets under a strategy, in registry order, without data."""
+    _check_strategy(split_strategy, tasks, num_clients)
+    tasks = tuple(tasks)
+    if split_strategy in ("iid", "multitask_iid"):
+        return [tasks] * num_clients
+    blocks = task_blocks(num_clients, len(tasks))
+    if split_strategy == "multitask_clusters":
+        return [(tasks[b],) for b in blocks]
+    return [(tasks[b], tasks[(b + 1) % len(tasks)]) for b in blocks]
+
+
+def _check_strategy(split_strategy: str, tasks: Sequence[str], num_clients: int) -> None:
+    """Refuse a strategy, task list or client count that cannot be split."""
+    if split_strategy not in SPLIT_STRATEGIES:
+        raise DataError(
+            f"Unknown split_strategy {split_strategy!r}; valid: {', '.join(SPLIT_STRATEGIES)}"
+        )
+    if num_clients < 1:
+        raise DataError(f"num_clients must be >= 1, got {num_clients}")
+    if not tasks:
+        raise DataError("There are no tasks to split")
+    if split_strategy == "multitask_multi_domain" and len(tasks) < 2:
+        raise DataError(f"{split_strategy} needs at least 2 tasks; the data has {list(tasks)}")
+    if split_strategy.startswith("multitask_") and split_strategy != "multitask_iid":
+        if num_clients < len(tasks):
+            raise DataError(
+                f"{split_strategy} needs num_clients >= the number of tasks ({len(tasks)}: "
+                f"{', '.join(tasks)}); got num_clients={num_clients}"
+            )
+
+
+def split_rows(
+    rows: Sequence[Row],
+    tasks: Sequence[str],
+    *,
+    split_strategy: str,
+    num_clients: int,
+    cap: int,
+    seed: int,
+) -> list[list[Row]]:
+    """Split one pool over the clients by a strategy; return each client's rows."""
+    _check_strategy(split_strategy, tasks, num_clients)
+    rows = permuted(rows, seed)
+    if split_strategy in ("iid", "multitask_iid"):
+        return [_cap(shard(rows, num_clients, i), cap) for i in range(num_clients)]
+    by_task: dict[str, list[Row]] = {task: [] for task in tasks}
+    for row in rows:
+        if row["task"] not in by_task:
+            raise DataError(f"A row's task {row['task']!r} is not one of {', '.join(tasks)}")
+        by_task[row["task"]].append(row)
+    blocks = task_blocks(num_clients, len(tasks))
+    pools: dict[int, list[Row]] = {}
+    for b in sorted(set(blocks)):
+        first = by_task[tasks[b]]
+        if split_strategy == "multitask_clusters":
+            pool = first
+        else:
+            second = by_task[tasks[(b + 1) % len(tasks)]]
+            pool = first[: len(first) // 2] + second[len(second) // 2 :]
+        pools[b] = permuted(pool, seed)
+    shares = []
+    for i, b in enumerate(blocks):
+        holders = [j for j, other in enumerate(blocks) if other == b]
+        shares.append(_cap(shard(pools[b], len(holders), holders.index(i)), cap))
+    return shares
 
 
 def _validate(
-    rows: Sequence[Row],
-    train_split: float,
-    max_data_per_client: int,
-    max_eval_size: int,
-    evaluation_mode: str,
+    train: Sequence[Row], test: Sequence[Row], max_data_per_client: int, max_eval_size: int
 ) -> None:
-    """Reject arguments no strategy can serve."""
-    if not rows:
-        raise DataError("There are no rows to split")
-    bad = next((row for row in rows if set(row) != set(ROW_KEYS)), None)
+    """Reject pools and caps no strategy can serve."""
+    if not train or not test:
+        raise DataError(f"There are no rows to split ({len(train)} train, {len(test)} test)")
+    bad = next((row for row in (*train, *test) if set(row) != set(ROW_KEYS)), None)
     if bad is not None:
         raise DataError(f"Rows must have exactly the keys {ROW_KEYS}; got {sorted(bad)}")
-    if not 0.0 < train_split < 1.0:
-        raise DataError(f"train_split must be in (0, 1), got {train_split}")
     for name, value in (
         ("max_data_per_client", max_data_per_client),
         ("max_eval_size", max_eval_size),
     ):
         if value == 0 or value < -1:
             raise DataError(f"{name} must be positive or -1 (no cap), got {value}")
-    if evaluation_mode not in EVALUATION_MODES:
-        raise DataError(
-            f"Unknown evaluation_mode {evaluation_mode!r}; valid: {', '.join(EVALUATION_MODES)}"
-        )
 
 
 def partition(
-    rows: Sequence[Row],
+    train: Sequence[Row],
+    test: Sequence[Row],
     *,
+    tasks: Sequence[str],
     split_strategy: str,
     num_clients: int,
-    train_split: float = 0.8,
     max_data_per_client: int = 600,
     max_eval_size: int = 300,
     evaluation_mode: str = "local",
     seed: int = 0,
 ) -> list[ClientData]:
-    """Split rows over `num_clients` clients by `split_strategy`; deterministic per seed."""
-    _validate(rows, train_split, max_data_per_client, max_eval_size, evaluation_mode)
-    strategy = _strategy(split_strategy)
-    by_task: dict[str, list[Row]] = {}
-    for row in rows:
-        by_task.setdefault(row["task"], []).append(row)
-    assignment = client_tasks(split_strategy, tuple(by_task), num_clients)
-    shares = strategy.deal(by_task, assignment, seed)
-
-    splits = [
-        _split(share, train_split, derived_rng(seed, "split", i)) for i, share in enumerate(shares)
-    ]
-    trains = [_cap(train, max_data_per_client) for train, _ in splits]
-    held_out = [rest for _, rest in splits]
-    tests = (
-        _global_tests(held_out, max_eval_size, seed)
-        if evaluation_mode == "global"
-        else [_cap(rest, max_eval_size) for rest in held_out]
+    """Split the train and test pools over `num_clients` clients; deterministic per seed."""
+    _validate(train, test, max_data_per_client, max_eval_size)
+    if evaluation_mode not in _EVALUATION_MODES:
+        raise DataError(
+            f"Unknown evaluation_mode {evaluation_mode!r}; valid: {', '.join(EVALUATION_MODES)}"
+        )
+    common = {"num_clients": num_clients, "seed": seed}
+    trains = split_rows(
+        train, tasks, split_strategy=split_strategy, cap=max_data_per_client, **common
+    )
+    tests = split_rows(
+        test,
+        tasks,
+        split_strategy=eval_split_strategy(split_strategy, evaluation_mode),
+        cap=max_eval_size,
+        **common,
     )
     clients = []
-    for i, (train, test) in enumerate(zip(trains, tests, strict=True)):
-        if not train or not test:
+    for i, (train_rows, test_rows) in enumerate(zip(trains, tests, strict=True)):
+        if not train_rows or not test_rows:
             raise DataError(
-                f"Client {i} of {num_clients} under {split_strategy} gets {len(train)} train and "
-                f"{len(test)} test rows from {len(shares[i])}; use fewer clients, more data "
+                f"Client {i} of {num_clients} under {split_strategy} gets {len(train_rows)} "
+                f"train and {len(test_rows)} test rows; use fewer clients, more data "
                 f"(dataset_sample) or another train_split"
             )
-        clients.append(ClientData(train, test, tuple(sorted({row["task"] for row in train}))))
+        tasks_held = tuple(sorted({row["task"] for row in train_rows}))
+        clients.append(ClientData(train_rows, test_rows, tasks_held))
     logger.info(
-        "Split %d rows over %d clients (%s, %s eval): train sizes %s, test sizes %s",
-        len(rows), num_clients, split_strategy, evaluation_mode,
+        "Split %d train and %d test rows over %d clients (%s, %s eval): "
+        "train sizes %s, test sizes %s",
+        len(train), len(test), num_clients, split_strategy, evaluation_mode,
         [len(c.train) for c in clients], [len(c.test) for c in clients],
     )  # fmt: skip
     return clients

@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedrouter.data.errors import DataError
-from fedrouter.data.synthetic import SYNTHETIC_TASKS
+from fedrouter.data.synthetic import SYNTHETIC_PHRASING, SYNTHETIC_TASKS
 
 ROW_KEYS: tuple[str, ...] = ("instruction", "response", "task")
+# How a row's instruction is written: "raw" is the reference's (the task's input alone);
+# "phrased" puts the task's sentence in front, which names the task to model and router.
+INSTRUCTION_FORMATS: tuple[str, ...] = ("raw", "phrased")
 
 Mapper = Callable[[Mapping[str, Any]], tuple[str, str] | None]
 
@@ -42,18 +45,25 @@ class TaskSpec:
     hub_data_files: Mapping[str, str] | None = None  # split -> pattern inside the repo
     mapper: Mapper | None = field(default=None, repr=False)  # example -> (instr., response)
     required_columns: tuple[str, ...] = ()
+    phrasing: str = ""  # the task sentence of the "phrased" instruction format
+    pool_size: int | None = None  # rows kept after a seed-0 shuffle; None keeps them all
 
     def to_row(self, example: Mapping[str, Any]) -> dict[str, str] | None:
-        """Map one source example to a row, or None when the example is unusable."""
+        """Map one source example to a raw row, or None when the example is unusable."""
         if self.mapper is None:
             raise DataError(f"Task {self.name!r} is generated, not mapped from source examples")
         pair = self.mapper(example)
         if pair is None:
             return None
-        instruction, response = (text.strip() for text in pair)
-        if not instruction or not response:
+        instruction, response = pair
+        # Kept byte for byte (the reference does not strip); only empty rows are dropped.
+        if not instruction.strip() or not response.strip():
             return None
         return {"instruction": instruction, "response": response, "task": self.name}
+
+    def phrase(self, instruction: str) -> str:
+        """Return the "phrased" form of a raw instruction: the task sentence, then the input."""
+        return f"{self.phrasing}\n{instruction}"
 
     def describe_source(self) -> str:
         """Name the Hub source as one would pass it to `load_dataset`."""
@@ -72,37 +82,37 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+# The mappers give the reference's raw rows (its utils/process_dataset.py): no task wording.
+
+
 def _qqp(example: Mapping[str, Any]) -> tuple[str, str] | None:
-    """Map a GLUE QQP example; unlabelled (-1) examples are dropped."""
+    """Map a GLUE QQP example to `question1-question2` -> Yes / No; unlabelled ones drop."""
     label = example["label"]
     if label not in (0, 1):
         return None
-    instruction = (
-        "Are these two questions asking the same thing?\n"
-        f"Question 1: {_text(example['question1'])}\nQuestion 2: {_text(example['question2'])}"
-    )
-    return instruction, "yes" if label == 1 else "no"
+    instruction = f"{_text(example['question1'])}-{_text(example['question2'])}"
+    return instruction, "Yes" if label == 1 else "No"
 
 
 def _webnlg(example: Mapping[str, Any]) -> tuple[str, str]:
-    """Map a GEM WebNLG example: triples 's | p | o' to the target sentence."""
+    """Map a GEM WebNLG example: the triple list written as a Python list, to the target."""
     triples = example["input"]
-    lines = triples if isinstance(triples, str) else "\n".join(triples)
-    return f"Write a sentence that expresses these facts:\n{lines}", _text(example["target"])
+    text = triples if isinstance(triples, str) else str(list(triples)) if triples else ""
+    return text, _text(example["target"])
 
 
 def _samsum(example: Mapping[str, Any]) -> tuple[str, str]:
-    """Map a SAMSum example: dialogue to summary."""
-    return f"Summarize this dialogue:\n{_text(example['dialogue'])}", _text(example["summary"])
+    """Map a SAMSum example: the bare dialogue to its summary."""
+    return _text(example["dialogue"]), _text(example["summary"])
 
 
 def _gigaword(example: Mapping[str, Any]) -> tuple[str, str]:
-    """Map a Gigaword example: first sentence to headline."""
-    return f"Write a headline for this article:\n{_text(example['document'])}", _text(
-        example["summary"]
-    )
+    """Map a Gigaword example: the bare document to its headline."""
+    return _text(example["document"]), _text(example["summary"])
 
 
+# Task order is the reference's client-split order (federated_learning/split_dataset.py):
+# client blocks take qqp, gigaword, samsum, webnlg in turn.
 _MULTITASK = (
     TaskSpec(
         name="qqp",
@@ -111,22 +121,8 @@ _MULTITASK = (
         hub_config="qqp",
         mapper=_qqp,
         required_columns=("question1", "question2", "label"),
-    ),
-    TaskSpec(
-        name="webnlg",
-        benchmark="multitask",
-        hub_id="GEM/web_nlg",
-        revision="refs/convert/parquet",
-        hub_data_files={"train": "en/train/*.parquet"},
-        mapper=_webnlg,
-        required_columns=("input", "target"),
-    ),
-    TaskSpec(
-        name="samsum",
-        benchmark="multitask",
-        hub_id="knkarthick/samsum",
-        mapper=_samsum,
-        required_columns=("dialogue", "summary"),
+        phrasing="Are these two questions semantically equivalent?",
+        pool_size=30_000,
     ),
     TaskSpec(
         name="gigaword",
@@ -136,20 +132,51 @@ _MULTITASK = (
         hub_data_files={"train": "default/train/*.parquet"},
         mapper=_gigaword,
         required_columns=("document", "summary"),
+        phrasing="Summarize this text:",
+        pool_size=30_000,  # of about 3.8M
+    ),
+    TaskSpec(
+        name="samsum",
+        benchmark="multitask",
+        hub_id="knkarthick/samsum",
+        mapper=_samsum,
+        required_columns=("dialogue", "summary"),
+        phrasing="Summarize this conversation:",
+    ),
+    TaskSpec(
+        name="webnlg",
+        benchmark="multitask",
+        hub_id="GEM/web_nlg",
+        revision="refs/convert/parquet",
+        hub_data_files={"train": "en/train/*.parquet"},
+        mapper=_webnlg,
+        required_columns=("input", "target"),
+        phrasing="Organize this data into a readable text:",
     ),
 )
 
-_SYNTHETIC = tuple(TaskSpec(name=name, benchmark="multitask_synthetic") for name in SYNTHETIC_TASKS)
+# Each synthetic family stands for the real task in the same position.
+_SYNTHETIC = tuple(
+    TaskSpec(name=name, benchmark="multitask_synthetic", phrasing=SYNTHETIC_PHRASING[name])
+    for name in SYNTHETIC_TASKS
+)
 
 _BENCHMARKS: dict[str, tuple[TaskSpec, ...]] = {
     "multitask": _MULTITASK,
     "multitask_synthetic": _SYNTHETIC,
 }
+# The order in which the reference concatenates the task pools before its seed-0 shuffle
+# (utils/process_dataset.py: qqp, webnlg, samsum, gigaword); it fixes which rows the shuffle
+# puts where, so it is kept apart from the split order above.
+POOL_ORDER: dict[str, tuple[str, ...]] = {
+    "multitask": ("qqp", "webnlg", "samsum", "gigaword"),
+    "multitask_synthetic": tuple(SYNTHETIC_TASKS[i] for i in (0, 3, 2, 1)),
+}
 DATASET_NAMES: tuple[str, ...] = tuple(_BENCHMARKS)
 
 
 def tasks_for(dataset_name: str) -> list[TaskSpec]:
-    """Return the task specs of a benchmark."""
+    """Return the task specs of a benchmark, in its client-split order."""
     try:
         return list(_BENCHMARKS[dataset_name])
     except KeyError:

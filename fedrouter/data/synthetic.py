@@ -1,10 +1,12 @@
 """The offline `multitask_synthetic` benchmark: four task families generated from a seed.
 
-The families mirror the shapes of the real `multitask` benchmark (QQP, WebNLG, SAMSum,
-Gigaword). They draw from the same pools of people, cities, countries, companies, objects
-and numbers, so that clustering has real work to do, but each family has its own
-instruction phrasing. Every response is short and fully determined by its instruction, so
-a tiny model can learn it in a few hundred steps.
+The families mirror the shapes of the real `multitask` benchmark (QQP, Gigaword, SAMSum,
+WebNLG, in that order) and, like the reference's rows, their instructions are raw: the
+task's input alone, with no task wording (`SYNTHETIC_PHRASING` holds the task sentences of
+the "phrased" format). They draw from the same pools of people, cities, countries,
+companies, objects and numbers, so that clustering has real work to do. Every response is
+short and fully determined by its instruction, so a tiny model can learn it in a few
+hundred steps.
 """
 
 from __future__ import annotations
@@ -173,8 +175,7 @@ def _question_pair(rng: random.Random) -> Sample:
     while q2 == q1:  # an identical pair says nothing; draw another wording
         q2, topic2 = _question(rng, other_intent, other_entity)
     response = f"duplicate: {topic1}" if topic1 == topic2 else f"different: {topic1} vs {topic2}"
-    instruction = f"Do these two questions ask the same thing?\nQ1: {q1}\nQ2: {q2}"
-    return instruction, response
+    return f"{q1}-{q2}", response  # QQP's raw form: question1-question2
 
 
 # --- Facts to sentence (WebNLG's shape) --------------------------------------------------
@@ -212,8 +213,8 @@ def _facts(rng: random.Random) -> Sample:
         obj = draw(rng)
         lines.append(f"{subject} | {prop} | {obj}")
         clauses.append(clause.format(o=obj, ao=_an(obj)))
-    instruction = "Turn these facts into one sentence:\n" + "\n".join(lines)
-    return instruction, f"{subject} {_join_clauses(clauses)}."
+    # WebNLG's raw form: the triple list written as a Python list
+    return str(lines), f"{subject} {_join_clauses(clauses)}."
 
 
 # --- Dialogue to summary (SAMSum's shape) ------------------------------------------------
@@ -270,7 +271,7 @@ def _dialogue(rng: random.Random) -> Sample:
     lines = [f"{who}: {_capitalise(rng.choice(options).format(**slots))}" for who, options in turns]
     time = slots.get("later", slots["time"])
     summary = f"{a} and {b} will {slots['act']} at {slots['place']} at {time} on {slots['day']}."
-    return "Summarize this chat:\n" + "\n".join(lines), summary
+    return "\n".join(lines), summary
 
 
 def _capitalise(text: str) -> str:
@@ -336,19 +337,27 @@ def _news(rng: random.Random) -> Sample:
         "o": rng.choice(OBJECTS), "n": rng.choice(NUMBERS), "d": rng.choice(DAYS),
     }  # fmt: skip
     sentence = rng.choice(sentences).format(**slots)
-    return "Write a headline for this news:\n" + sentence, _capitalise(headline.format(**slots))
+    return sentence, _capitalise(headline.format(**slots))
 
 
 # --- The benchmark -----------------------------------------------------------------------
 
-# The synthetic task list, defined once: task name -> sample drawer.
+# The synthetic task list, defined once: task name -> sample drawer, in the order of the real
+# tasks they stand for (qqp, gigaword, samsum, webnlg).
 FAMILIES: dict[str, Callable[[random.Random], Sample]] = {
     "paraphrase_synth": _question_pair,
-    "data2text_synth": _facts,
-    "dialogsum_synth": _dialogue,
     "headline_synth": _news,
+    "dialogsum_synth": _dialogue,
+    "data2text_synth": _facts,
 }
 SYNTHETIC_TASKS: tuple[str, ...] = tuple(FAMILIES)
+# The task sentences of the "phrased" instruction format (the raw format has none).
+SYNTHETIC_PHRASING: dict[str, str] = {
+    "paraphrase_synth": "Do these two questions ask the same thing?",
+    "headline_synth": "Write a headline for this news:",
+    "dialogsum_synth": "Summarize this chat:",
+    "data2text_synth": "Turn these facts into one sentence:",
+}
 
 
 def _generate_family(task: str, seed: int, n: int) -> list[dict[str, str]]:
