@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedrouter.clustering import kmeans
-from fedrouter.data.templates import format_prompt
+from fedrouter.data.templates import extract_response, generation_prompt
 from fedrouter.embeddings import embed_texts
 from fedrouter.evaluation import ROUGE_KEYS, generate, rouge_per_sample
 
@@ -34,7 +34,12 @@ def majority_tasks(labels: np.ndarray, tasks: Sequence[str], n_clusters: int) ->
 
 
 def cluster_locally(
-    embeddings: np.ndarray, tasks: Sequence[str], n_clusters: int, seed: int, oracle: bool = False
+    embeddings: np.ndarray,
+    tasks: Sequence[str],
+    n_clusters: int,
+    seed: int,
+    oracle: bool = False,
+    n_init: int | str = 10,
 ) -> LocalClusters:
     """k-means the embeddings, or (oracle) group them by their true task."""
     if oracle:
@@ -46,7 +51,7 @@ def cluster_locally(
         raise ValueError(
             f"n_clusters={n_clusters} is larger than this client's {len(embeddings)} samples"
         )
-    result = kmeans(embeddings, n_clusters, seed)
+    result = kmeans(embeddings, n_clusters, seed, n_init=n_init)
     return LocalClusters(
         result.labels, result.centroids, majority_tasks(result.labels, tasks, n_clusters)
     )
@@ -107,6 +112,7 @@ def evaluate_routed(
     batch_size: int,
     max_new_tokens: int,
     max_length: int,
+    prompt_end: str = "marker",
 ) -> RoutedEval:
     """Generate each row's answer with its routed cluster's adapter and score it with ROUGE.
 
@@ -122,18 +128,19 @@ def evaluate_routed(
         activate(int(cluster))
         seconds["adapter-swap"] += time.perf_counter() - start
         start = time.perf_counter()
+        prompts = [generation_prompt(rows[i]["instruction"], template, prompt_end) for i in idx]
         outputs = generate(
             model,
             tokenizer,
-            [format_prompt(rows[i]["instruction"], template) for i in idx],
+            prompts,
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
             max_length=max_length,
             stats=stats,
         )
         seconds["generation"] += time.perf_counter() - start
-        for i, text in zip(idx, outputs, strict=True):
-            predictions[i] = text
+        for i, prompt, text in zip(idx, prompts, outputs, strict=True):
+            predictions[i] = extract_response(prompt, text, template)
     start = time.perf_counter()
     scores = rouge_per_sample(predictions, [row["response"] for row in rows])
     seconds["rouge"] = time.perf_counter() - start

@@ -15,8 +15,8 @@ class KMeansResult:
     centroids: np.ndarray  # (k, d) float32
 
 
-def kmeans(points: np.ndarray, n_clusters: int, seed: int, n_init: int = 10) -> KMeansResult:
-    """Cluster ``points`` into ``n_clusters`` with seeded k-means++."""
+def kmeans(points: np.ndarray, n_clusters: int, seed: int, n_init: int | str = 10) -> KMeansResult:
+    """Cluster ``points`` into ``n_clusters`` with seeded k-means++ (``n_init`` runs, or auto)."""
     points = np.asarray(points, dtype=np.float64)
     if n_clusters < 1 or n_clusters > len(points):
         raise ValueError(f"cannot make {n_clusters} clusters from {len(points)} points")

@@ -23,7 +23,7 @@ def generate(
     max_length: int = 1024,
     stats: dict | None = None,
 ) -> list[str]:
-    """Greedily complete each prompt (left padded, batched) and return the new text.
+    """Greedily complete each prompt (left padded, batched) and return the new text, unstripped.
 
     If ``stats`` is given, the number of generated tokens is added to ``stats["new_tokens"]``.
     """
@@ -58,7 +58,7 @@ def generate(
                     stats["new_tokens"] = stats.get("new_tokens", 0) + produced
                 texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
                 for i, text in zip(idx, texts, strict=True):
-                    outputs[i] = text.strip()
+                    outputs[i] = text
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
@@ -69,7 +69,8 @@ def generate(
 def _scorer():
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+    # As the reference's `evaluate.load("rouge")`: rouge-score without stemming.
+    return rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=False)
 
 
 def rouge_per_sample(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:

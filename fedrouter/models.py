@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fedrouter.errors import FedRouterError
+from fedrouter.seeding import lora_seed
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class ModelSpec:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    lora_target_modules: tuple[str, ...] = ("all-linear",)
+    lora_target_modules: tuple[str, ...] = ("peft-default",)
     seed: int = 0  # seeds the LoRA A init, so every process starts from the same adapter
 
     @classmethod
@@ -49,7 +50,7 @@ class ModelSpec:
             lora_alpha=cfg.peft_lora_alpha,
             lora_dropout=cfg.lora_dropout,
             lora_target_modules=tuple(cfg.lora_target_modules),
-            seed=cfg.seed,
+            seed=lora_seed(cfg),
         )
 
 
@@ -174,16 +175,36 @@ def load_model_and_tokenizer(spec: ModelSpec):
     return model, tokenizer
 
 
+def peft_target_modules(targets) -> str | list[str] | None:
+    """Return ``target_modules`` for PEFT: None (its default for the model), a keyword, or names."""
+    targets = list(targets)
+    if targets == ["peft-default"]:
+        return None
+    return "all-linear" if targets == ["all-linear"] else targets
+
+
+def default_lora_targets(model_type: str) -> tuple[str, ...]:
+    """Return PEFT's default LoRA modules for an architecture (``llama``: q_proj, v_proj)."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    try:
+        return tuple(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[model_type])
+    except KeyError:
+        raise ModelLoadError(
+            f"PEFT has no default LoRA modules for model type '{model_type}'; "
+            "set lora_target_modules (e.g. all-linear, or a comma list of module names)"
+        ) from None
+
+
 def lora_config(spec: ModelSpec, base_model_name_or_path: str | None = None):
     """Return the PEFT ``LoraConfig`` of ``spec``."""
     from peft import LoraConfig
 
-    targets = list(spec.lora_target_modules)
     return LoraConfig(
         r=spec.lora_r,
         lora_alpha=spec.lora_alpha,
         lora_dropout=spec.lora_dropout,
-        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        target_modules=peft_target_modules(spec.lora_target_modules),
         bias="none",
         task_type="CAUSAL_LM",
         base_model_name_or_path=base_model_name_or_path,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from fedrouter.data.templates import format_prompt
+from fedrouter.data.templates import get_template, prompt_through_marker
 from fedrouter.models import keep_adapter_float32
 from fedrouter.profiling import PHASES, phase
 
@@ -57,49 +56,34 @@ class TrainResult:
 
 
 def cosine_lr(server_round: int, num_rounds: int, lr: float, min_lr: float = 1e-5) -> float:
-    """Return the learning rate of round ``server_round`` (1-based): ``lr`` down to ``min_lr``."""
-    progress = (server_round - 1) / max(num_rounds, 1)
+    """Return the learning rate of round ``server_round`` (1-based) of ``num_rounds``.
+
+    As the reference's Flower path, which passes the 1-based round to its cosine: round 1
+    already gets a little less than ``lr``, and the last round gets exactly ``min_lr``.
+    """
+    progress = server_round / max(num_rounds, 1)
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
-def subsample(rows: Sequence[dict], n: int, seed: int) -> list[dict]:
-    """Draw ``n`` rows without replacement (all of them, shuffled, if there are fewer)."""
-    rng = random.Random(seed)
-    if len(rows) <= n:
-        picked = list(rows)
-        rng.shuffle(picked)
-        return picked
-    return rng.sample(list(rows), n)
-
-
-def to_prompt_completion(rows: Sequence[dict], template: str) -> list[dict]:
-    """Turn instruction/response rows into TRL prompt/completion rows."""
-    return [
-        {"prompt": format_prompt(row["instruction"], template), "completion": row["response"]}
-        for row in rows
-    ]
-
-
 def tokenize_rows(rows: Sequence[dict], tokenizer, template: str, max_length: int) -> dict:
-    """Tokenize rows the way TRL prepares prompt/completion data, in one batched call.
+    """Tokenize rows for completion-only training, in one batched call.
 
-    Each sequence is the tokenized ``prompt + completion + eos``; ``labels`` is -100 over the
-    prompt (completion-only loss). Sequences are cut to ``max_length`` from the start, and a
-    sequence left with no completion token is dropped, as TRL does. SFTTrainer's own
-    preparation runs five ``datasets.map`` passes per call; this is one tokenizer call.
+    Each sequence is the template's training text, ``prompt + response + eos``, byte for
+    byte. ``labels`` is -100 up to the end of the response marker, so the loss covers every
+    token after it (the reference's completion-only collator does the same). Sequences are
+    cut to ``max_length`` from the start, and one left with no response token is dropped,
+    as TRL does. SFTTrainer's own preparation runs five ``datasets.map`` passes per call;
+    this is one tokenizer call.
     """
-    pairs = to_prompt_completion(rows, template)
+    spec = get_template(template)
     eos = tokenizer.eos_token or ""
-    prompts = [pair["prompt"] for pair in pairs]
-    fulls = [
-        pair["prompt"] + pair["completion"] + ("" if pair["completion"].endswith(eos) else eos)
-        for pair in pairs
-    ]
-    prompt_ids = tokenizer(prompts)["input_ids"]
+    heads = [prompt_through_marker(row["instruction"], template) for row in rows]
+    fulls = [spec.training_text(row["instruction"], row["response"], eos) for row in rows]
+    head_ids = tokenizer(heads)["input_ids"]
     full_ids = tokenizer(fulls)["input_ids"]
     input_ids, labels = [], []
-    for prompt, full in zip(prompt_ids, full_ids, strict=True):
-        start = _common_prefix(prompt, full)
+    for head, full in zip(head_ids, full_ids, strict=True):
+        start = _common_prefix(head, full)
         label = [-100] * start + full[start:]
         full, label = full[:max_length], label[:max_length]
         if any(token != -100 for token in label):
@@ -197,7 +181,7 @@ def _optimizer_timer():
 def train_adapter(
     model, tokenizer, rows: Sequence[dict], *, settings: TrainSettings, lr: float, seed: int
 ) -> TrainResult:
-    """Train the model's active adapter on a subsample of ``rows`` and report loss and count."""
+    """Train the model's active adapter on ``rows`` (this round's sample) for ``max_steps``."""
     from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
     from transformers import PrinterCallback
@@ -206,10 +190,9 @@ def train_adapter(
     if not rows:
         raise ValueError("train_adapter needs at least one row")
     start = time.perf_counter()
-    picked = subsample(rows, settings.samples_per_call, seed)
     with phase("tokenization"):
         dataset = Dataset.from_dict(
-            tokenize_rows(picked, tokenizer, settings.template, settings.seq_length)
+            tokenize_rows(rows, tokenizer, settings.template, settings.seq_length)
         )
     disable_progress_bar()  # per-round dataset preparation is not worth a progress bar
     verbosity = hf_logging.get_verbosity()
@@ -233,6 +216,6 @@ def train_adapter(
     model.eval()
     return TrainResult(
         loss=float(output.training_loss),
-        num_examples=len(picked),
+        num_examples=len(dataset),  # rows left with no response token after the cut drop out
         seconds=time.perf_counter() - start,
     )

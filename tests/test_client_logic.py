@@ -3,17 +3,22 @@
 import numpy as np
 import pytest
 
+import fedrouter.client_logic as client_logic
 from fedrouter.client_logic import cluster_locally, embed_instructions, evaluate_routed
 from fedrouter.clustering import cluster_purity
 from fedrouter.data import load_client_data
+from fedrouter.evaluation import rouge_per_sample
 
 
 @pytest.fixture(scope="module")
 def multi_domain_clients():
+    # phrased: the task sentence leads each instruction. The raw inputs alone (the default)
+    # do not separate every task pair in a random-weight tiny model's embeddings.
     return load_client_data(
         dataset_name="multitask_synthetic", local_data_dir=None, dataset_sample=400000,
         split_strategy="multitask_multi_domain", num_clients=4, train_split=0.8,
         max_data_per_client=200, max_eval_size=16, evaluation_mode="local", seed=111,
+        instruction_format="phrased",
     )  # fmt: skip
 
 
@@ -24,9 +29,11 @@ def test_local_kmeans_separates_each_clients_two_tasks(fresh_qlora, multi_domain
         assert len(part.tasks) == 2
         emb = embed_instructions(model, tokenizer, part.train, batch_size=64, max_length=256)
         tasks = [r["task"] for r in part.train]
-        local = cluster_locally(emb, tasks, n_clusters=2, seed=111 + pid)
-        purities.append(cluster_purity(local.labels, np.array(tasks)))
-        assert sorted(local.tasks) == sorted(part.tasks)  # one cluster per task
+        # the reference's k-means (random_state 0, one k-means++ run) and the run seeding's
+        for seed, n_init in ((0, "auto"), (111 + pid, 10)):
+            local = cluster_locally(emb, tasks, n_clusters=2, seed=seed, n_init=n_init)
+            purities.append(cluster_purity(local.labels, np.array(tasks)))
+            assert sorted(local.tasks) == sorted(part.tasks)  # one cluster per task
     assert min(purities) >= 0.9, purities
 
 
@@ -68,3 +75,41 @@ def test_evaluate_routed_swaps_once_per_cluster_and_scores(fresh_qlora, multi_do
     )  # fmt: skip
     assert metrics["routing-accuracy"] == pytest.approx(expected)
     assert 0.0 <= metrics["rouge1"] <= 1.0 and metrics["generated-tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("prompt_end", "prompt_ends_with", "lead"),
+    [("marker", "### Response:", " "), ("exact", "### Response: ", "")],
+)
+def test_evaluate_routed_prompts_and_answer_extraction(
+    monkeypatch, prompt_end, prompt_ends_with, lead
+):
+    rows = [
+        {"instruction": "alpha beta", "response": "gamma delta", "task": "a"},
+        {"instruction": "one two", "response": "three four five", "task": "b"},
+    ]
+    prompts = []
+
+    def fake_generate(model, tokenizer, batch, **kwargs):
+        # each generation rambles, then starts a new response section: the answer is the
+        # text after the last "### Response: " of prompt + generation, as in the reference
+        prompts.extend(batch)
+        answers = {p: r["response"] for p in batch for r in rows if r["instruction"] in p}
+        return [f"{lead}noise words\n\n### Response: {answers[p]}" for p in batch]
+
+    monkeypatch.setattr(client_logic, "generate", fake_generate)
+    result = evaluate_routed(
+        None, None, rows, np.array([0, 1]), lambda g: None, cluster_tasks=["a", "b"],
+        template="alpaca_short", batch_size=2, max_new_tokens=8, max_length=64,
+        prompt_end=prompt_end,
+    )  # fmt: skip
+    assert len(prompts) == 2 and all(p.endswith(prompt_ends_with) for p in prompts)
+    np.testing.assert_allclose(result.scores, 1.0)  # the extracted answers are the references
+    assert result.metrics()["routing-accuracy"] == 1.0
+
+
+def test_rouge_does_not_stem():
+    # with a stemmer "running" and "run" would both be "run": ROUGE-1 of 1
+    scores = rouge_per_sample(["running dogs", "the cat"], ["run dog", "the cat"])
+    np.testing.assert_allclose(scores[0], 0.0)
+    np.testing.assert_allclose(scores[1], 1.0)

@@ -62,3 +62,16 @@ def test_purity_counts_majorities():
     labels = np.array([0, 0, 0, 1, 1, 1])
     truth = np.array(["a", "a", "b", "b", "b", "b"])
     assert cluster_purity(labels, truth) == pytest.approx(5 / 6)
+
+
+def test_n_init_reaches_scikit_learn():
+    from sklearn.cluster import KMeans
+
+    # uniform points have no clear clusters, so one k-means++ run and ten can end apart
+    points = np.random.default_rng(3).uniform(size=(60, 2))
+    for n_init in ("auto", 1, 10):  # "auto" with k-means++ is one run (the reference's)
+        ours = kmeans(points, 5, seed=0, n_init=n_init)
+        theirs = KMeans(5, random_state=0, n_init=n_init).fit(points)
+        np.testing.assert_array_equal(ours.labels, theirs.labels_)
+    one, ten = kmeans(points, 5, seed=0, n_init="auto"), kmeans(points, 5, seed=0, n_init=10)
+    assert not np.array_equal(one.labels, ten.labels)  # so the check above tells them apart

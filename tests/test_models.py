@@ -6,15 +6,20 @@ import pytest
 import torch
 
 from fedrouter.data import format_prompt, generate_synthetic
+from fedrouter.data.templates import get_template, prompt_through_marker
 from fedrouter.embeddings import embed_texts
 from fedrouter.evaluation import generate
 from fedrouter.models import (
     LOAD_STATS,
+    ModelLoadError,
     ModelSpec,
     adapter_to_arrays,
     arrays_to_adapter,
     clear_model_cache,
+    default_lora_targets,
     get_model_and_tokenizer,
+    lora_config,
+    peft_target_modules,
 )
 from fedrouter.training import TrainSettings, train_adapter
 
@@ -24,13 +29,17 @@ def task_rows(task="headline_synth", n=400):
 
 
 def completion_loss(model, tokenizer, rows, template="alpaca"):
-    """Mean cross-entropy on the response tokens of ``rows`` (prompt tokens masked)."""
+    """Mean cross-entropy on what follows the response marker (" response" and eos)."""
     losses = []
     model.eval()
     with torch.no_grad():
         for row in rows:
-            prompt = tokenizer(format_prompt(row["instruction"], template))["input_ids"]
-            full = tokenizer(format_prompt(row["instruction"], template) + row["response"])
+            prompt = tokenizer(prompt_through_marker(row["instruction"], template))["input_ids"]
+            text = get_template(template).training_text(
+                row["instruction"], row["response"], tokenizer.eos_token
+            )
+            full = tokenizer(text)
+            assert full["input_ids"][: len(prompt)] == prompt
             ids = torch.tensor([full["input_ids"]])
             labels = ids.clone()
             labels[0, : len(prompt)] = -100
@@ -53,16 +62,31 @@ def test_layers_are_4bit_with_lora(fresh_qlora):
     quantized = [m for m in model.modules() if isinstance(m, Linear4bit)]
     assert len(quantized) == 2 * 7  # q,k,v,o,gate,up,down in each of the 2 layers
     assert any("lora_A" in k for k in init) and any("lora_B" in k for k in init)
-    # LoRA sits on every linear layer of the blocks (all-linear), not just q/v
-    assert {k.split(".")[-3] for k in init} == {
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    }
+    # the default targets are PEFT's for Llama, as in the reference: q and v only
+    assert {k.split(".")[-3] for k in init} == {"q_proj", "v_proj"}
+    assert len(init) == 2 * 2 * 2  # A and B of q and v in each of the 2 layers
+
+
+def test_lora_targets_default_to_peft_and_keywords_pass_through():
+    assert ModelSpec("m").lora_target_modules == ("peft-default",)
+    assert peft_target_modules(("peft-default",)) is None  # PEFT picks the model's default
+    assert peft_target_modules(("all-linear",)) == "all-linear"
+    assert peft_target_modules(("q_proj", "k_proj")) == ["q_proj", "k_proj"]
+    assert lora_config(ModelSpec("m")).target_modules is None
+    assert set(default_lora_targets("llama")) == {"q_proj", "v_proj"}
+    with pytest.raises(ModelLoadError, match="no default LoRA modules"):
+        default_lora_targets("no-such-architecture")
+
+
+def test_all_linear_targets_every_linear_layer(tiny_path):
+    from fedrouter.models import load_model_and_tokenizer
+
+    spec = ModelSpec(
+        tiny_path, load_in_4bit=False, lora_r=4, lora_alpha=8, lora_target_modules=("all-linear",)
+    )
+    model, _ = load_model_and_tokenizer(spec)
+    modules = {k.split(".")[-3] for k in adapter_to_arrays(model)}
+    assert modules == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
 def test_qlora_training_moves_lora_only_and_lowers_loss(fresh_qlora):
@@ -74,7 +98,7 @@ def test_qlora_training_moves_lora_only_and_lowers_loss(fresh_qlora):
     settings = TrainSettings(max_steps=30, batch_size=8, seq_length=256)
     result = train_adapter(model, tokenizer, rows[:-16], settings=settings, lr=3e-3, seed=0)
     after = adapter_to_arrays(model)
-    assert result.num_examples == 30 * 8
+    assert result.num_examples == len(rows) - 16  # every row given, as the caller sampled them
     for name, tensor in base_weights(model).items():
         assert torch.equal(tensor, before_base[name]), f"base weight {name} changed"
     changed = [k for k in init if not np.array_equal(init[k], after[k])]

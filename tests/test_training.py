@@ -1,15 +1,19 @@
-"""train_adapter's own tokenization and CPU loss give what TRL's own pipeline gives."""
+"""train_adapter's own tokenization, the CPU loss, and the cosine learning rate over rounds."""
+
+import math
 
 import pytest
 import torch
 
 from fedrouter.data import generate_synthetic
+from fedrouter.data.templates import get_template, prompt_through_marker
 from fedrouter.training import (
     TrainSettings,
     _sft_trainer_class,
+    cosine_lr,
     sft_config,
-    to_prompt_completion,
     tokenize_rows,
+    train_adapter,
 )
 
 
@@ -19,28 +23,63 @@ def mixed_rows(n_per_task=6):
     return [r for t in tasks for r in [x for x in rows if x["task"] == t][:n_per_task]]
 
 
-@pytest.mark.parametrize("max_length", [256, 70])
-def test_tokenize_rows_matches_trl_preparation(qlora_model, tmp_path, max_length):
-    from datasets import Dataset
-    from trl import SFTTrainer
+def training_ids(tokenizer, row, template):
+    text = get_template(template).training_text(row["instruction"], row["response"], "</s>")
+    return tokenizer(text)["input_ids"]
 
-    model, tokenizer, _ = qlora_model
+
+@pytest.mark.parametrize("template", ["alpaca", "alpaca_short"])
+def test_tokenize_rows_masks_through_the_response_marker(qlora_model, template):
+    _, tokenizer, _ = qlora_model
+    assert tokenizer.eos_token == "</s>"
     rows = mixed_rows()
-    settings = TrainSettings(max_steps=1, batch_size=2, seq_length=max_length)
-    args = sft_config(settings, 1e-3, 0, str(tmp_path))
-    args.dataset_kwargs = {}  # let TRL prepare the raw prompt/completion rows itself
-    trl = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(to_prompt_completion(rows, settings.template)),
-        processing_class=tokenizer,
-    ).train_dataset
-    ours = tokenize_rows(rows, tokenizer, settings.template, max_length)
-    assert ours["input_ids"] == trl["input_ids"]
-    assert ours["labels"] == trl["labels"]
-    if max_length == 70:  # cuts some responses short, and drops rows whose prompt fills 70
-        assert any(len(ids) == 70 for ids in ours["input_ids"])
-        assert 0 < len(ours["input_ids"]) < len(rows)
+    out = tokenize_rows(rows, tokenizer, template, max_length=1024)
+    assert len(out["input_ids"]) == len(out["labels"]) == len(rows)  # nothing cut, none dropped
+    for row, ids, labels in zip(rows, out["input_ids"], out["labels"], strict=True):
+        # one tokenizer call on the whole training text: prompt + response + eos
+        assert ids == training_ids(tokenizer, row, template)
+        start = next(i for i, t in enumerate(labels) if t != -100)
+        assert labels[:start] == [-100] * start and labels[start:] == ids[start:]
+        # the masked part ends with the marker; the loss covers " response" and eos
+        assert tokenizer.decode(ids[:start]).endswith("### Response:")
+        assert tokenizer.decode(labels[start:]) == " " + row["response"] + "</s>"
+
+
+def test_tokenize_rows_cuts_long_rows_and_drops_rows_without_a_response_token(qlora_model):
+    _, tokenizer, _ = qlora_model
+    rows = mixed_rows()
+    heads = [len(tokenizer(prompt_through_marker(r["instruction"]))["input_ids"]) for r in rows]
+    max_length = sorted(heads)[len(heads) // 2]  # half the prompts alone fill max_length
+    out = tokenize_rows(rows, tokenizer, "alpaca", max_length)
+    kept = [row for row, head in zip(rows, heads, strict=True) if head < max_length]
+    assert 0 < len(kept) < len(rows)
+    assert len(out["input_ids"]) == len(kept)
+    for row, ids, labels in zip(kept, out["input_ids"], out["labels"], strict=True):
+        assert ids == training_ids(tokenizer, row, "alpaca")[:max_length]
+        assert len(labels) == len(ids) and any(t != -100 for t in labels)
+    assert any(len(ids) == max_length for ids in out["input_ids"])  # some responses were cut
+
+
+def test_train_adapter_trains_on_exactly_the_rows_given(fresh_qlora):
+    model, tokenizer, _ = fresh_qlora
+    rows = mixed_rows(2)  # 8 rows, more than one call's 1 step x batch 2 would sample
+    settings = TrainSettings(max_steps=1, batch_size=2, seq_length=256, template="alpaca_short")
+    assert settings.samples_per_call < len(rows)
+    result = train_adapter(model, tokenizer, rows, settings=settings, lr=1e-3, seed=0)
+    assert result.num_examples == len(rows)  # the caller samples, not train_adapter
+    with pytest.raises(ValueError, match="at least one row"):
+        train_adapter(model, tokenizer, [], settings=settings, lr=1e-3, seed=0)
+
+
+def test_cosine_lr_is_one_based_and_ends_at_min():
+    lr, low = 1e-3, 1e-5
+    assert cosine_lr(1, 4, lr, low) < lr  # round 1 is already past the peak
+    # round 1 of 4: min + (lr - min) * (1 + cos(pi / 4)) / 2
+    assert cosine_lr(1, 4, lr, low) == pytest.approx(low + (lr - low) * (1 + math.sqrt(0.5)) / 2)
+    assert cosine_lr(2, 4, lr, low) == pytest.approx((lr + low) / 2)  # cos(pi / 2) = 0
+    assert cosine_lr(4, 4, lr, low) == pytest.approx(low)  # the last round gets exactly min
+    rates = [cosine_lr(r, 4, lr, low) for r in range(1, 5)]
+    assert rates == sorted(rates, reverse=True) and len(set(rates)) == 4
 
 
 def test_cpu_loss_equals_trl_fused_loss(qlora_model, tmp_path):
