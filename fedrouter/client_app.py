@@ -11,7 +11,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedrouter import client_logic as logic
-from fedrouter.clustering import route
+from fedrouter.clustering import cluster_purity, route
 from fedrouter.config import Config
 from fedrouter.data import client_data_for
 from fedrouter.models import (
@@ -24,6 +24,7 @@ from fedrouter.models import (
     get_model_and_tokenizer,
 )
 from fedrouter.profiling import PHASES, peak_gpu_mb, peak_rss_mb, phase, take_phases
+from fedrouter.seeding import kmeans_seed, round_sample, trainer_seed
 from fedrouter.strategies.base import (
     ADAPTER_KEY,
     CONFIG_KEY,
@@ -93,13 +94,15 @@ def handle_cluster(cfg: Config, msg: Message, context: Context) -> Message:
             model, tokenizer, part.train, batch_size=cfg.eval_batch_size, max_length=cfg.seq_length
         )
     request = msg.content[CONFIG_KEY]
+    seed, n_init = kmeans_seed(cfg, pid)
     with phase("kmeans"):
         local = logic.cluster_locally(
             embeddings,
             [r["task"] for r in part.train],
             int(request["n-clusters"]),
-            cfg.seed + pid,
+            seed,
             oracle=bool(request["oracle"]),
+            n_init=n_init,
         )
     context.state[STATE_KEY] = to_record({"labels": local.labels, "centroids": local.centroids})
     sizes = np.bincount(local.labels, minlength=len(local.centroids))
@@ -114,65 +117,95 @@ def handle_cluster(cfg: Config, msg: Message, context: Context) -> Message:
             arrays = adapter_to_arrays(model)
         with phase("serialization"):
             content[ADAPTER_KEY] = to_record(arrays)
+    purity = cluster_purity(local.labels, np.array([r["task"] for r in part.train]))
     content[METRICS_KEY] = MetricRecord(
-        {**process_metrics(), "seconds/clustering": time.perf_counter() - start}
+        {
+            **process_metrics(),
+            "seconds/clustering": time.perf_counter() - start,
+            "local-purity": float(purity),
+        }
     )
     return Message(content, reply_to=msg)
 
 
 def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
-    """Train the requested local cluster starting from the sent adapter; reply with it."""
+    """Train the requested local clusters, each from its global cluster's adapter; reply.
+
+    The reply carries one adapter per global cluster trained. Two local clusters matched to
+    the same global cluster each start from the server's copy; their results are averaged
+    here, weighted by examples, which is what the server's FedAvg would make of them.
+    """
     model, tokenizer = model_and_tokenizer(cfg)
     pid, part = client_data(cfg, context)
     config = msg.content[CONFIG_KEY]
-    server_round, local = int(config["server-round"]), int(config["local-cluster"])
+    server_round = int(config["server-round"])
+    locals_ = [int(c) for c in config["local-clusters"]]
+    globals_ = [int(g) for g in config["global-clusters"]]
     labels = context.state[STATE_KEY]["labels"].numpy()
-    rows = logic.cluster_rows(part.train, labels, local)
+    settings = TrainSettings.from_config(cfg)
+    trained, results = [], {}
+    for local, g in zip(locals_, globals_, strict=True):
+        rows = logic.cluster_rows(part.train, labels, local)
+        picked = round_sample(rows, settings.samples_per_call, cfg, server_round, pid)
+        with phase("serialization"):
+            start_arrays = from_record(msg.content[adapter_key(g)])
+        with phase("adapter-swap"):
+            arrays_to_adapter(model, start_arrays)
+        result = train_adapter(
+            model,
+            tokenizer,
+            picked,
+            settings=settings,
+            lr=float(config["lr"]),
+            seed=trainer_seed(cfg, server_round, pid),
+        )
+        with phase("adapter-swap"):
+            results.setdefault(g, []).append((adapter_to_arrays(model), result.num_examples))
+        trained.append((local, g, result, len(rows)))
+        if config.get("train-local-adapter", False):
+            train_local_adapter(cfg, model, tokenizer, picked, context, start_arrays, msg)
+    content = RecordDict()
     with phase("serialization"):
-        start_arrays = from_record(msg.content[ADAPTER_KEY])
-    with phase("adapter-swap"):
-        arrays_to_adapter(model, start_arrays)
-    result = train_adapter(
-        model,
-        tokenizer,
-        rows,
-        settings=TrainSettings.from_config(cfg),
-        lr=float(config["lr"]),
-        seed=cfg.seed * 100_003 + server_round * 1_009 + pid,
-    )
-    with phase("adapter-swap"):
-        global_arrays = adapter_to_arrays(model)
-    with phase("serialization"):
-        reply_record = to_record(global_arrays)
-    if config.get("train-local-adapter", False):
-        train_local_adapter(cfg, model, tokenizer, rows, context, msg, server_round * 7 + pid)
+        for g, pairs in results.items():
+            content[adapter_key(g)] = to_record(average_arrays(pairs))
+    total = sum(r.num_examples for _, _, r, _ in trained)
     metrics = {
-        "num-examples": float(result.num_examples),
-        "train-loss": result.loss,
-        "local-cluster": float(local),
-        "global-cluster": float(config["global-cluster"]),
-        "cluster-size": float(len(rows)),
-        "seconds/train": result.seconds,
+        "num-examples": float(total),
+        "train-loss": sum(r.loss * r.num_examples for _, _, r, _ in trained) / max(total, 1),
+        "local-clusters": [local for local, _, _, _ in trained],
+        "global-clusters": [g for _, g, _, _ in trained],
+        "examples-per-cluster": [float(r.num_examples) for _, _, r, _ in trained],
+        "loss-per-cluster": [r.loss for _, _, r, _ in trained],
+        "cluster-sizes": [float(size) for _, _, _, size in trained],
+        "seconds-per-cluster": [r.seconds for _, _, r, _ in trained],
         **process_metrics(),
     }
-    content = RecordDict({ADAPTER_KEY: reply_record, METRICS_KEY: MetricRecord(metrics)})
+    content[METRICS_KEY] = MetricRecord(metrics)
     return Message(content, reply_to=msg)
 
 
-def train_local_adapter(cfg: Config, model, tokenizer, rows, context: Context, msg, seed: int):
+def average_arrays(pairs: list[tuple[dict, int]]) -> dict:
+    """Return the example-weighted mean of (arrays, examples) pairs (the one, if alone)."""
+    if len(pairs) == 1:
+        return pairs[0][0]
+    total = sum(n for _, n in pairs)
+    keys = pairs[0][0].keys()
+    return {k: sum(arrays[k] * (n / total) for arrays, n in pairs) for k in keys}
+
+
+def train_local_adapter(cfg: Config, model, tokenizer, rows, context: Context, start, msg):
     """FedDPA: train this node's own adapter in the same slot and keep it in node state."""
     if LOCAL_ADAPTER_KEY in context.state:
-        start = from_record(context.state[LOCAL_ADAPTER_KEY])
-    else:
-        start = from_record(msg.content[ADAPTER_KEY])  # begins as a copy of the global adapter
+        start = from_record(context.state[LOCAL_ADAPTER_KEY])  # else: a copy of the global one
     arrays_to_adapter(model, start)
+    pid, _ = node_config(cfg, context)
     train_adapter(
         model,
         tokenizer,
         rows,
         settings=TrainSettings.from_config(cfg),
         lr=float(msg.content[CONFIG_KEY]["lr"]),
-        seed=cfg.seed * 100_003 + seed,
+        seed=trainer_seed(cfg, int(msg.content[CONFIG_KEY]["server-round"]), pid) + 1,
     )
     context.state[LOCAL_ADAPTER_KEY] = to_record(adapter_to_arrays(model))
 
@@ -234,6 +267,7 @@ def handle_evaluate(cfg: Config, msg: Message, context: Context) -> Message:
         batch_size=cfg.eval_batch_size,
         max_new_tokens=cfg.max_new_tokens,
         max_length=cfg.seq_length,
+        prompt_end=cfg.generation_prompt,
     )
     if mixing:
         model.base_model.set_adapter(ADAPTER)  # back to the one trainable slot

@@ -79,7 +79,10 @@ def clustering_phase(
         )
         metrics = dict(reply.content[METRICS_KEY])
         recorder.log_event(
-            "clustering", partition_id=int(config["partition-id"]), **_process_fields(metrics)
+            "clustering",
+            partition_id=int(config["partition-id"]),
+            local_purity=float(metrics.get("local-purity", -1.0)),
+            **_process_fields(metrics),
         )
         if ADAPTER_KEY in reply.content:
             with phase("serialization"):
@@ -122,7 +125,8 @@ def log_round(server_round: int, num_rounds: int, strategy, seconds: float) -> N
     """Log one line per round: loss, time, and how many clients trained each cluster."""
     trained = strategy.last_outcome.trained
     loss = np.mean([t["train-loss"] for t in trained]) if trained else float("nan")
-    per_cluster = Counter(int(t["global-cluster"]) for t in trained)
+    # one record per trained local cluster: count each client once per global cluster
+    per_cluster = Counter(g for _, g in {(t["node"], int(t["global-cluster"])) for t in trained})
     sizes = ", ".join(f"c{g}:{n}" for g, n in sorted(per_cluster.items()))
     logger.info(
         "round %d/%d  loss %.4f  %.1fs  clients per cluster {%s}%s",
@@ -234,10 +238,11 @@ def play_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_round: i
         **traffic_fields(traffic),
         **server_fields(),
     )
-    if len(strategy.last_outcome.trained) < cfg.min_fit_clients:
+    n_trained = len({t["node"] for t in strategy.last_outcome.trained})
+    if n_trained < cfg.min_fit_clients:
         recorder.flush()
         raise FedRouterError(
-            f"round {server_round}: {len(strategy.last_outcome.trained)} clients trained, "
+            f"round {server_round}: {n_trained} clients trained, "
             f"fewer than min_fit_clients={cfg.min_fit_clients}"
         )
     log_round(server_round, cfg.num_rounds, strategy, time.perf_counter() - round_start)

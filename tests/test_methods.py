@@ -78,3 +78,25 @@ def test_cfl_splits_clients_into_groups_after_sim_round(runs):
 def test_clustered_matches_two_local_clusters_per_client(runs):
     clients = clustering(runs, "clustered")["clients"]
     assert all(len(c["global_cluster"]) == 2 for c in clients)
+
+
+def test_local_schedule_all_trains_every_local_cluster_every_round(tmp_path_factory, runs):
+    proc, run_dir = run_simulation(
+        tmp_path_factory.mktemp("all"),
+        *METHOD_FLAGS["clustered"],
+        "--sim_alias", "all", "--local_schedule", "all",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    clients = json.loads((run_dir / "clustering.json").read_text())["clients"]
+    matched = {c["partition_id"]: c["global_cluster"] for c in clients}
+    trains = [e for e in read_metrics(run_dir) if e["event"] == "train"]
+    for server_round in (1, 2):
+        for pid, clusters in matched.items():
+            mine = [e for e in trains if e["round"] == server_round and e["partition_id"] == pid]
+            assert sorted(e["local_cluster"] for e in mine) == [0, 1]
+            assert [
+                e["global_cluster"] for e in sorted(mine, key=lambda e: e["local_cluster"])
+            ] == [float(g) for g in clusters]
+    # round_robin, by contrast, trains one local cluster a round
+    rr = [e for e in read_metrics(runs["clustered"][1]) if e["event"] == "train"]
+    assert len(rr) == 2 * len(matched) and len(trains) == 2 * len(rr)

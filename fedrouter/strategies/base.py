@@ -28,7 +28,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedrouter.clustering import global_assignment, kmeans
+from fedrouter.data.partition import routes_globally
 from fedrouter.profiling import phase
+from fedrouter.seeding import kmeans_seed
 from fedrouter.strategies.aggregation import aggregate_by_cluster, sample_nodes
 from fedrouter.training import cosine_lr
 
@@ -66,6 +68,33 @@ def failure(node: int, reason: str) -> dict:
     lines = [line.strip(" '>") for line in text.splitlines() if line.strip(" '>")]
     errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b.*:", line)]
     return {"node": node, "error": (errors or lines or ["unknown error"])[-1], "detail": text}
+
+
+_PER_CLUSTER = {  # reply list -> the name of its entry in a train record
+    "local-clusters": "local-cluster",
+    "global-clusters": "global-cluster",
+    "examples-per-cluster": "num-examples",
+    "loss-per-cluster": "train-loss",
+    "cluster-sizes": "cluster-size",
+    "seconds-per-cluster": "seconds/train",
+}
+
+
+def trained_clusters(node: int, partition_id: int, metrics: dict) -> list[dict]:
+    """Split a train reply's metrics into one record per trained local cluster.
+
+    The process fields (pid, phase timers, memory) go with the first record only, so that
+    sums over records count each reply once.
+    """
+    shared = {k: v for k, v in metrics.items() if k not in _PER_CLUSTER}
+    shared.pop("num-examples", None)
+    shared.pop("train-loss", None)
+    records = []
+    for i in range(len(metrics["local-clusters"])):
+        own = {name: float(metrics[key][i]) for key, name in _PER_CLUSTER.items()}
+        extra = shared if i == 0 else {k: shared[k] for k in ("pid", "model-loads") if k in shared}
+        records.append({"node": node, "partition_id": partition_id, **own, **extra})
+    return records
 
 
 @dataclass
@@ -133,7 +162,8 @@ class ClusteredStrategy(Strategy):
         """k-means all local centroids into global clusters (the FedRouter hook)."""
         nodes = self.ordered_nodes()
         stacked = np.concatenate([self.clients[n].centroids for n in nodes])
-        result = kmeans(stacked, self.num_global_clusters, seed=self.cfg.seed)
+        seed, n_init = kmeans_seed(self.cfg)
+        result = kmeans(stacked, self.num_global_clusters, seed=seed, n_init=n_init)
         self.global_centroids = result.centroids
         for n in nodes:
             self.assignment[n] = global_assignment(self.clients[n].centroids, result.centroids)
@@ -205,14 +235,17 @@ class ClusteredStrategy(Strategy):
         self.cluster_tasks = list(meta["cluster_tasks"])
 
     # ----- training ----------------------------------------------------------------------
-    def local_cluster(self, node: int, server_round: int) -> int:
-        """Return the local cluster a client trains this round."""
-        return server_round % len(self.assignment[node])
+    def local_clusters(self, node: int, server_round: int) -> list[int]:
+        """Return the local clusters a client trains this round (``local_schedule``)."""
+        n_local = len(self.assignment[node])
+        if self.cfg.local_schedule == "all":
+            return list(range(n_local))
+        return [server_round % n_local]
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Sample clients and send each the adapter of its matched global cluster."""
+        """Sample clients and send each the adapters of the global clusters it trains."""
         nodes = sample_nodes(
             self.ordered_nodes(), self.cfg.sample_clients, self.cfg.seed, server_round
         )
@@ -221,23 +254,21 @@ class ClusteredStrategy(Strategy):
         )
         messages, records = [], {}
         for node in nodes:
-            local = self.local_cluster(node, server_round)
-            g = int(self.assignment[node][local])
-            if g not in records:  # serialise each cluster's adapter once, not once per client
-                with phase("serialization"):
-                    records[g] = to_record(self.adapters[g])
-            content = RecordDict(
+            locals_ = self.local_clusters(node, server_round)
+            globals_ = [int(self.assignment[node][c]) for c in locals_]
+            content = RecordDict()
+            for g in dict.fromkeys(globals_):
+                if g not in records:  # serialise each cluster's adapter once, not per client
+                    with phase("serialization"):
+                        records[g] = to_record(self.adapters[g])
+                content[adapter_key(g)] = records[g]
+            content[CONFIG_KEY] = ConfigRecord(
                 {
-                    ADAPTER_KEY: records[g],
-                    CONFIG_KEY: ConfigRecord(
-                        {
-                            "server-round": server_round,
-                            "local-cluster": local,
-                            "global-cluster": g,
-                            "lr": lr,
-                            **self.train_extras(node),
-                        }
-                    ),
+                    "server-round": server_round,
+                    "local-clusters": locals_,
+                    "global-clusters": globals_,
+                    "lr": lr,
+                    **self.train_extras(node),
                 }
             )
             messages.append(Message(content, dst_node_id=node, message_type=MessageType.TRAIN))
@@ -258,14 +289,16 @@ class ClusteredStrategy(Strategy):
             if reply.has_error():
                 outcome.failures.append(failure(node, reply.error.reason))
                 continue
-            metrics = reply.content[METRICS_KEY]
-            g = int(metrics["global-cluster"])
-            weight = float(metrics["num-examples"])
+            metrics = dict(reply.content[METRICS_KEY])
+            outcome.trained.extend(trained_clusters(node, self.clients[node].partition_id, metrics))
+            weights: dict[int, float] = {}
+            for g, n in zip(
+                metrics["global-clusters"], metrics["examples-per-cluster"], strict=True
+            ):
+                weights[int(g)] = weights.get(int(g), 0.0) + float(n)
             with phase("serialization"):
-                updates.append((g, from_record(reply.content[ADAPTER_KEY]), weight))
-            outcome.trained.append(
-                {"node": node, "partition_id": self.clients[node].partition_id, **dict(metrics)}
-            )
+                for g, weight in weights.items():
+                    updates.append((g, from_record(reply.content[adapter_key(g)]), weight))
         self.last_outcome = outcome
         with phase("aggregation"):
             self.aggregate_updates(server_round, updates)
@@ -282,7 +315,7 @@ class ClusteredStrategy(Strategy):
     # ----- evaluation --------------------------------------------------------------------
     def eval_clusters(self, node: int) -> list[int]:
         """Return the global clusters a client may route to (local or global mode)."""
-        if self.cfg.evaluation_mode == "global":
+        if routes_globally(self.cfg.evaluation_mode):
             return list(range(self.num_global_clusters))
         return sorted({int(g) for g in self.assignment[node]})
 
