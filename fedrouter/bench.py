@@ -301,7 +301,8 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
     """Measure both A/Bs in this process against a reload of the base model."""
     import torch
 
-    from fedrouter.data import client_data_for, format_prompt
+    from fedrouter.data import client_data_for
+    from fedrouter.data.templates import generation_prompt
     from fedrouter.embeddings import embed_texts
     from fedrouter.evaluation import generate
     from fedrouter.models import (
@@ -318,7 +319,9 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
     model, tokenizer = get_model_and_tokenizer(spec)
     first_load = time.perf_counter() - start
     rows = [r for part in client_data_for(cfg) for r in part.test][:n_prompts]
-    prompts = [format_prompt(r["instruction"], cfg.template) for r in rows]
+    prompts = [
+        generation_prompt(r["instruction"], cfg.template, cfg.generation_prompt) for r in rows
+    ]
     groups = np.array_split(np.arange(len(prompts)), n_clusters)
     init = adapter_to_arrays(model)
     rng = np.random.default_rng(0)

@@ -18,8 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 # Re-exported: the one base class for errors that run_cli reports as one line.
-from fedrouter.data import DATASET_NAMES, EVALUATION_MODES, SPLIT_STRATEGIES, TEMPLATE_NAMES
+from fedrouter.data import (
+    DATASET_NAMES,
+    EVALUATION_MODES,
+    INSTRUCTION_FORMATS,
+    SPLIT_STRATEGIES,
+    TEMPLATE_NAMES,
+)
+from fedrouter.data.templates import GENERATION_PROMPTS
 from fedrouter.errors import FedRouterError
+from fedrouter.seeding import SEEDINGS
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +42,12 @@ DATASETS = DATASET_NAMES
 TEMPLATES = TEMPLATE_NAMES
 # The one model name that means "build the project's offline tiny model", not a Hub id.
 TINY_MODEL = "tiny"
+# lora_target_modules values that stand alone: PEFT's default modules for the model's
+# architecture (what the reference gets: its LoraConfig names none), or every linear layer.
+PEFT_DEFAULT_TARGETS = "peft-default"
+LORA_TARGET_KEYWORDS = (PEFT_DEFAULT_TARGETS, "all-linear")
+# Which local clusters a client trains each round (see strategies/base.py).
+LOCAL_SCHEDULES = ("round_robin", "all")
 
 _TRUE_WORDS = ("true", "1", "yes")
 _FALSE_WORDS = ("false", "0", "no")
@@ -79,16 +93,34 @@ class Config:
     peft_lora_alpha: int = _opt(16, "LoRA alpha (scaling = alpha / r).")
     lora_dropout: float = _opt(0.05, "LoRA dropout, in [0, 1).")
     lora_target_modules: tuple[str, ...] = _opt(
-        ("all-linear",), "Modules to wrap, as a comma list (e.g. q_proj,v_proj) or all-linear."
+        (PEFT_DEFAULT_TARGETS,),
+        "Modules to wrap: peft-default (PEFT's default for the model, q_proj,v_proj on Llama, "
+        "as in the reference; config.json records the resolved list), all-linear, or a comma "
+        "list such as q_proj,k_proj,v_proj,o_proj.",
     )
     # --- optimisation ---
-    learning_rate: float = _opt(5e-4, "Learning rate at round 1 (start of the cosine schedule).")
+    learning_rate: float = _opt(
+        5e-4,
+        "Peak learning rate of the cosine schedule over rounds: round r of num_rounds gets "
+        "min + (lr - min) * (1 + cos(pi * r / num_rounds)) / 2, so round 1 gets a little less "
+        "than this and the last round gets min_learning_rate (as the reference's Flower path).",
+    )
     min_learning_rate: float = _opt(
         1e-5, "Learning rate at the last round (end of the cosine schedule over rounds)."
     )
     # --- data ---
     dataset_name: str = _opt("multitask", f"Benchmark; one of {', '.join(DATASETS)}.")
-    dataset_sample: int = _opt(400000, "Rows drawn from the full benchmark before splitting.")
+    dataset_sample: int = _opt(
+        400000,
+        "Cap on the pooled benchmark's rows before its train/test split, spread evenly over "
+        "tasks (-1: no cap). The default is above the pools' size, so it changes nothing, as "
+        "in the reference.",
+    )
+    instruction_format: str = _opt(
+        "raw",
+        "How instructions read: raw = the task's input alone, as in the reference; phrased = "
+        f"a task sentence first. One of {', '.join(INSTRUCTION_FORMATS)}.",
+    )
     local_data_dir: str | None = _opt(
         None, "Directory holding local copies of the datasets (for offline or mirrored runs)."
     )
@@ -96,10 +128,18 @@ class Config:
         "multitask_clusters",
         f"How tasks are spread over clients; one of {', '.join(SPLIT_STRATEGIES)}.",
     )
-    train_split: float = _opt(0.8, "Fraction of each client's data used for training, in (0, 1).")
-    max_data_per_client: int = _opt(600, "Cap on each client's samples before the split (-1: all).")
-    max_eval_size: int = _opt(300, "Cap on each client's evaluation samples.")
-    template: str = _opt("alpaca", "Prompt template name.")
+    train_split: float = _opt(
+        0.8, "Share of the pooled benchmark in the global train split (seed 0), in (0, 1)."
+    )
+    max_data_per_client: int = _opt(600, "Cap on each client's training rows (-1: all).")
+    max_eval_size: int = _opt(300, "Cap on each client's test rows.")
+    template: str = _opt("alpaca", f"Prompt template; one of {', '.join(TEMPLATE_NAMES)}.")
+    generation_prompt: str = _opt(
+        "marker",
+        "How the evaluation prompt ends: marker = right after '### Response:', so the model "
+        "writes the space with the first word, as in training; exact = the reference's "
+        "prompt byte for byte, with the trailing space.",
+    )
     # --- model ---
     model_name_or_path: str = _opt(
         "meta-llama/Llama-3.2-1B",
@@ -108,7 +148,7 @@ class Config:
     use_peft: bool = _opt(True, "Train LoRA adapters instead of the full model.")
     load_in_4bit: bool = _opt(True, "Load the base model in 4-bit NF4 (QLoRA; needs CUDA).")
     load_in_8bit: bool = _opt(False, "Load the base model in 8-bit (excludes load_in_4bit).")
-    max_new_tokens: int = _opt(32, "Tokens generated per evaluation sample.")
+    max_new_tokens: int = _opt(512, "Tokens generated (greedily) per evaluation sample.")
     # --- algorithm ---
     fed_alg: str = _opt(
         "clustered",
@@ -118,12 +158,26 @@ class Config:
     global_n_clusters: int = _opt(4, "Global task clusters (one adapter each).")
     sim_round: int = _opt(105, "Round at which cfl clusters clients; ignored by FedRouter.")
     feddpa_alpha: float = _opt(0.5, "FedDPA mixing weight of the global adapter, in [0, 1].")
+    local_schedule: str = _opt(
+        "round_robin",
+        "Local clusters a client trains each round: round_robin = cluster round mod n_clusters "
+        "(the reference's Flower path); all = every one (its standalone loop). Only methods "
+        "with several local clusters (clustered, router_oracle) differ.",
+    )
     evaluation_mode: str = _opt(
         "local",
-        "Routing at evaluation: local = only the client's own clusters, global = all clusters.",
+        "local = test on the client's own tasks, route among its own clusters; global = test "
+        "on every task, route among all clusters; data_local_eval_global = own tasks, all "
+        "clusters; data_global_eval_local = every task, own clusters.",
     )
     # --- run ---
-    seed: int = _opt(2025, "Seed for data, k-means and training.")
+    seed: int = _opt(2025, "Run seed: the client data split, or everything with seeding=run.")
+    seeding: str = _opt(
+        "reference",
+        "reference = the run seed drives the data split only; LoRA init (2025), k-means (0), "
+        "the trainer (42) and each round's sample (the round) use the reference's fixed "
+        "seeds. run = the run seed drives them all.",
+    )
     output_dir: str = _opt("output", "Directory that receives run directories and logs.")
     sim_alias: str = _opt("router_single", "Run name prefix used in log and run directory names.")
     scenario: str = _opt(
@@ -214,6 +268,10 @@ class Config:
             "dataset_name": DATASETS,
             "evaluation_mode": EVALUATION_MODES,
             "template": TEMPLATES,  # looked up now, so a rebound registry is honoured
+            "instruction_format": INSTRUCTION_FORMATS,
+            "generation_prompt": GENERATION_PROMPTS,
+            "seeding": SEEDINGS,
+            "local_schedule": LOCAL_SCHEDULES,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -221,9 +279,10 @@ class Config:
         modules = self.lora_target_modules
         if not modules or any(not m.strip() for m in modules):
             _fail("lora_target_modules", ",".join(modules), "must name at least one module")
-        if "all-linear" in modules and len(modules) > 1:
-            # PEFT takes "all-linear" only as the whole value, never inside a list
-            _fail("lora_target_modules", ",".join(modules), "all-linear must stand alone")
+        for keyword in LORA_TARGET_KEYWORDS:
+            if keyword in modules and len(modules) > 1:
+                # PEFT takes these only as the whole value, never inside a list
+                _fail("lora_target_modules", ",".join(modules), f"{keyword} must stand alone")
 
     def _validate_combinations(self) -> None:
         """Check constraints that involve several keys."""

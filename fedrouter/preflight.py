@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedrouter.config import Config
+from fedrouter.config import PEFT_DEFAULT_TARGETS, Config
 from fedrouter.errors import FedRouterError
 from fedrouter.results import check_writable
 
@@ -18,8 +18,11 @@ def check_resources(cfg: Config) -> None:
         )
 
 
-def check_model(cfg: Config) -> str:
-    """Resolve the base model path and check that its config loads, without loading weights."""
+def check_model(cfg: Config) -> tuple[str, str]:
+    """Resolve the base model path and check that its config loads, without loading weights.
+
+    Return the path and the model type (e.g. ``llama``).
+    """
     from transformers import AutoConfig
 
     from fedrouter.models import ModelLoadError, check_model_source, resolve_model_path
@@ -27,13 +30,25 @@ def check_model(cfg: Config) -> str:
     check_model_source(cfg.model_name_or_path)
     path = resolve_model_path(cfg.model_name_or_path)
     try:
-        AutoConfig.from_pretrained(path)
+        model_config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"cannot load model '{cfg.model_name_or_path}': {str(exc).splitlines()[0]} "
             "(offline? pass a local folder, or --model_name_or_path tiny)"
         ) from exc
-    return path
+    return path, model_config.model_type
+
+
+def resolve_lora_targets(cfg: Config, model_type: str) -> Config:
+    """Return the config with ``peft-default`` replaced by the modules PEFT wraps for the model.
+
+    So config.json, resume and the saved adapters name the modules that were wrapped.
+    """
+    from fedrouter.models import default_lora_targets
+
+    if cfg.lora_target_modules != (PEFT_DEFAULT_TARGETS,):
+        return cfg
+    return cfg.replace(lora_target_modules=default_lora_targets(model_type))
 
 
 def check_data(cfg: Config) -> None:
@@ -49,15 +64,20 @@ def check_data(cfg: Config) -> None:
             )
 
 
-def preflight(cfg: Config) -> str:
-    """Run every check that needs no model weights; return the resolved base model path."""
+def preflight(cfg: Config) -> tuple[Config, str]:
+    """Run every check that needs no model weights.
+
+    Return the config with its LoRA modules resolved, and the base model's path.
+    """
     check_writable(cfg.output_dir)
     check_resources(cfg)
+    check_data(cfg)
+    path, model_type = check_model(cfg)
+    cfg = resolve_lora_targets(cfg, model_type)
     if cfg.resume:
         from fedrouter.checkpoint import find_run_to_resume
         from fedrouter.server_app import run_name
 
         # A missing, damaged or foreign checkpoint fails here.
         find_run_to_resume(cfg.output_dir, run_name(cfg), cfg.to_dict())
-    check_data(cfg)
-    return check_model(cfg)
+    return cfg, path

@@ -46,7 +46,7 @@ def run(cfg: Config, client_app=None) -> Path:
     """
     setup_logging(cfg.debug)
     start = time.perf_counter()
-    base_path = preflight(cfg)
+    cfg, base_path = preflight(cfg)
     from flwr.simulation import run_simulation
 
     from fedrouter.client_app import make_client_app

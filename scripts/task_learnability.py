@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import sys
 import time
 from collections import Counter
 
-from fedrouter.data import format_prompt, generate_synthetic
+from fedrouter.data import generate_synthetic
+from fedrouter.data.templates import generation_prompt
 from fedrouter.evaluation import generate, rouge
 from fedrouter.models import (
     ModelSpec,
@@ -30,7 +32,14 @@ logger = logging.getLogger("learnability")
 
 def measure(steps: int, lora_r: int, n_test: int, template: str, seed: int) -> dict:
     """Return per-task ROUGE-1 before/after training and the majority baseline."""
-    spec = ModelSpec("tiny", load_in_4bit=True, lora_r=lora_r, lora_alpha=2 * lora_r, seed=seed)
+    spec = ModelSpec(
+        "tiny",
+        load_in_4bit=True,
+        lora_r=lora_r,
+        lora_alpha=2 * lora_r,
+        lora_target_modules=("all-linear",),  # as the quickstart preset
+        seed=seed,
+    )
     model, tokenizer = load_model_and_tokenizer(spec)
     init = adapter_to_arrays(model)
     rows = generate_synthetic()
@@ -39,12 +48,13 @@ def measure(steps: int, lora_r: int, n_test: int, template: str, seed: int) -> d
     for task in sorted({r["task"] for r in rows}):
         task_rows = [r for r in rows if r["task"] == task]
         train, test = task_rows[:-n_test], task_rows[-n_test:]
-        prompts = [format_prompt(r["instruction"], template) for r in test]
+        prompts = [generation_prompt(r["instruction"], template) for r in test]
         refs = [r["response"] for r in test]
         arrays_to_adapter(model, init)
         before = rouge(generate(model, tokenizer, prompts, max_new_tokens=32), refs)["rouge1"]
         start = time.perf_counter()
-        result = train_adapter(model, tokenizer, train, settings=settings, lr=1e-3, seed=seed)
+        picked = random.Random(seed).sample(train, settings.samples_per_call)
+        result = train_adapter(model, tokenizer, picked, settings=settings, lr=1e-3, seed=seed)
         after = rouge(generate(model, tokenizer, prompts, max_new_tokens=32), refs)["rouge1"]
         majority = Counter(r["response"] for r in train).most_common(1)[0][0]
         baseline = rouge([majority] * len(refs), refs)["rouge1"]

@@ -34,7 +34,9 @@ def foreign_run(root: Path) -> list[str]:
 
 def truncated_checkpoint(root: Path) -> list[str]:
     out = subprocess.run(
-        [sys.executable, "-m", "fedrouter.config", *BASE, "--output_dir", str(root / "out")],
+        [sys.executable, "-m", "fedrouter.config", *BASE, "--output_dir", str(root / "out"),
+         # a run's config.json records the LoRA modules resolved for the tiny Llama
+         "--lora_target_modules", "q_proj,v_proj"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     run = root / "out" / "router_single_clustered_seed2025"
@@ -70,7 +72,7 @@ CASES = {
     "missing local_data_dir": (
         ["--dataset_name", "multitask", "--local_data_dir", "/nonexistent/data"], "local_data_dir"),
     "dataset file without the expected columns": (qqp_without_label, "label"),
-    "empty client partition": (["--dataset_sample", "4"], "0 test rows"),
+    "empty client partition": (["--dataset_sample", "4"], "0 train"),
     "output dir not writable": (not_writable, "output_dir"),
     "GPUs requested without CUDA": (["--client_resources_gpus", "1"], "client_resources_gpus"),
     "resume into a run of another config": (foreign_run, "config differs"),

@@ -6,6 +6,8 @@
 # Edit the variables below, or pass a preset (a small shell file that overrides some of
 # them, e.g. configs/quickstart.sh). Each seed writes ${output_dir}/${sim_alias}_seed${seed}_log.txt
 # and a run directory ${output_dir}/${sim_alias}_${fed_alg}_seed${seed}/ (see README).
+# The defaults are the experiment of the paper's own code (README, "Fidelity to the
+# reference implementation").
 
 # Training configuration
 max_steps=10
@@ -20,12 +22,14 @@ num_clients=8
 sample_clients=8
 lora_r=8
 lora_alpha=16                         # twice lora_r
-lr=5e-4                               # cosine over rounds, down to 1e-5
+lora_target_modules='peft-default'    # PEFT's default for the model (q_proj,v_proj on Llama) | all-linear | a,b,c
+lr=5e-4                               # peak of the cosine over rounds (round r of R: cos(pi r/R)), down to 1e-5
 
 # Dataset configuration
 dataset_name='multitask'              # multitask (Hub) | multitask_synthetic (offline)
-dataset_sample=400000
+dataset_sample=400000                # cap on the pooled rows; above the pools' size, so no cap
 local_data_dir=''                     # folder with <task>/<files> in the Hub's columns, if offline
+instruction_format='raw'              # raw (the task's input alone) | phrased (a task sentence first)
 
 # Model configuration
 model_name_or_path='meta-llama/Llama-3.2-1B'   # or a local folder, or 'tiny'
@@ -42,8 +46,10 @@ sim_round=105                         # round of client clustering for cfl (igno
 n_clusters=1                          # local clusters per client
 global_n_clusters=4                   # global task clusters
 split_strategy="multitask_clusters"   # iid | multitask_iid | multitask_clusters | multitask_multi_domain
-train_split=0.8
-evaluation_mode="local"               # local: route among own clusters; global: among all
+train_split=0.8                       # global train/test split of the pooled data (seed 0)
+evaluation_mode="local"               # local | global | data_local_eval_global | data_global_eval_local
+local_schedule="round_robin"          # round_robin: local cluster round % n_clusters | all: every one
+seeding="reference"                   # reference: the seed drives the data split only | run: everything
 
 gpu='0,1'                             # exported as CUDA_VISIBLE_DEVICES
 
@@ -51,7 +57,8 @@ gpu='0,1'                             # exported as CUDA_VISIBLE_DEVICES
 client_resources_cpus=1
 client_resources_gpus=1               # 0 on a machine without CUDA
 template="alpaca"
-max_new_tokens=32                     # generation length at evaluation
+max_new_tokens=512                    # greedy generation length at evaluation
+generation_prompt="marker"            # marker: prompt ends at '### Response:' | exact: with its space
 max_data_per_client=600
 max_eval_size=300
 resume=False                          # True: continue each seed's run from its last checkpoint
@@ -87,6 +94,7 @@ for seed in $seeds; do
         --dataset_name "$dataset_name" \
         --dataset_sample "$dataset_sample" \
         --local_data_dir "$local_data_dir" \
+        --instruction_format "$instruction_format" \
         --fed_alg "$fed_alg" \
         --num_clients "$num_clients" \
         --sample_clients "$sample_clients" \
@@ -98,6 +106,7 @@ for seed in $seeds; do
         --seq_length "$seq_length" \
         --peft_lora_r "$lora_r" \
         --peft_lora_alpha "$lora_alpha" \
+        --lora_target_modules "$lora_target_modules" \
         --use_peft True \
         --load_in_4bit True \
         --output_dir "$output_dir" \
@@ -112,9 +121,12 @@ for seed in $seeds; do
         --evaluation_rounds "$eval_round" \
         --eval_batch_size "$batch_size_eval" \
         --evaluation_mode "$evaluation_mode" \
+        --local_schedule "$local_schedule" \
+        --seeding "$seeding" \
         --client_resources_cpus "$client_resources_cpus" \
         --client_resources_gpus "$client_resources_gpus" \
         --max_new_tokens "$max_new_tokens" \
+        --generation_prompt "$generation_prompt" \
         --max_data_per_client "$max_data_per_client" \
         --max_eval_size "$max_eval_size" \
         --seed "$seed" \
