@@ -72,6 +72,7 @@ class RunRecord:
     note: str = ""  # why the run is not complete
     wall_seconds: float | None = None
     rounds_trained: dict[int, int] = field(default_factory=dict)  # global cluster -> rounds
+    local_purity: float | None = None  # clients' mean local k-means purity (true tasks)
 
 
 @dataclass
@@ -169,6 +170,22 @@ def rounds_trained(events: Iterable[dict], n_clusters: int = 0) -> dict[int, int
     return {cluster: len(rounds[cluster]) for cluster in sorted(rounds)}
 
 
+def local_purity(events: Iterable[dict]) -> float | None:
+    """Return the clients' mean local-cluster purity from the clustering events, if any.
+
+    A client's purity is the share of its training samples whose local cluster's majority
+    task is their own: 1.0 when local k-means splits tasks exactly.
+    """
+    values = [
+        e["local_purity"]
+        for e in events
+        if e.get("event") == "clustering"
+        and isinstance(e.get("local_purity"), int | float)
+        and e["local_purity"] >= 0  # -1: the client did not report it
+    ]
+    return sum(values) / len(values) if values else None
+
+
 def _one_line(text: str) -> str:
     """Collapse whitespace and shorten to NOTE_CHARS characters."""
     text = " ".join(str(text).split())
@@ -215,6 +232,7 @@ def load_run(run_dir: Path, config: dict) -> RunRecord:
     centroids = (record.clustering or {}).get("global_centroids")
     n_adapters = len(centroids) if isinstance(centroids, list) else 0
     record.rounds_trained = rounds_trained(events, n_adapters)
+    record.local_purity = local_purity(events)
     if summary is not None:
         wall = summary.get("wall_seconds")
         if isinstance(wall, int | float) and not isinstance(wall, bool) and math.isfinite(wall):
@@ -449,6 +467,7 @@ def _detail_rows(runs: Iterable[RunRecord], root: Path) -> list[list[str]]:
                 *_run_identity(run, root),
                 f"{run.final['rouge1']:.4f}" if "rouge1" in run.final else MISSING,
                 MISSING if routing is None else f"{routing:.4f}",
+                MISSING if run.local_purity is None else f"{run.local_purity:.3f}",
                 MISSING if run.wall_seconds is None else f"{run.wall_seconds:.0f}",
                 ", ".join(str(n) for n in run.rounds_trained.values()) or MISSING,
             ]
@@ -508,7 +527,9 @@ def render_markdown(runs: list[RunRecord], rows: list[Row], root: Path) -> str:
         lines += [
             "## Per-run details",
             "",
-            "Each averaged run's final ROUGE-1 and routing accuracy, its wall time, and in how "
+            "Each averaged run's final ROUGE-1 and routing accuracy, its clients' mean local "
+            "cluster purity (the share of training samples in a local cluster of their own "
+            "task), its wall time, and in how "
             "many rounds each global adapter (cluster 0, 1, ...) was trained by at least one "
             "client (from the `train` events of metrics.jsonl).",
             "",
@@ -520,6 +541,7 @@ def render_markdown(runs: list[RunRecord], rows: list[Row], root: Path) -> str:
                     "Seed",
                     "ROUGE-1",
                     "Routing",
+                    "Local purity",
                     "Wall (s)",
                     "Rounds trained per global adapter",
                 ],

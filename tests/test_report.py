@@ -74,6 +74,10 @@ def output_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("output")
     # Global cluster 0 trained in rounds 1 and 2 (by two clients in round 1), cluster 1 in 1.
     trained = [
+        # two clients' local k-means purity; -1 is a client that did not report it
+        {"event": "clustering", "partition_id": 0, "local_purity": 0.5},
+        {"event": "clustering", "partition_id": 1, "local_purity": 1.0},
+        {"event": "clustering", "partition_id": 2, "local_purity": -1.0},
         {"event": "train", "round": 1, "partition_id": 0, "global_cluster": 0.0},
         {"event": "train", "round": 1, "partition_id": 1, "global_cluster": 0.0},
         {"event": "train", "round": 2, "partition_id": 0, "global_cluster": 0.0},
@@ -222,9 +226,10 @@ def test_per_run_details_and_wall_time(report):
     details = table(markdown, "Per-run details")
     assert details["Path"][-1] == "Rounds trained per global adapter"
     assert details["`a/clustered_s1`"] == [
-        "FedRouter (clustered)", "single", "1", "0.6000", "0.9000", "1", "2, 1",
+        "FedRouter (clustered)", "single", "1", "0.6000", "0.9000", "0.750", "1", "2, 1",
     ]  # fmt: skip
-    assert details["`a/clustered_s2`"][5:] == ["7200", "—"]  # no train events: not invented
+    # no clustering or train events: nothing invented
+    assert details["`a/clustered_s2`"][5:] == ["—", "7200", "—"]
     # Averaged runs only, ordered by scenario then method then seed; unfinished ones are not here.
     assert list(details)[1:] == [
         "`a/clustered_s1`", "`a/clustered_s2`", "`a/fedavg_s1`", "`a/fedavg_s2`",
