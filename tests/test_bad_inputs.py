@@ -77,6 +77,10 @@ CASES = {
     "GPUs requested without CUDA": (["--client_resources_gpus", "1"], "client_resources_gpus"),
     "resume into a run of another config": (foreign_run, "config differs"),
     "resume from a truncated checkpoint": (truncated_checkpoint, "truncated"),
+    "seed above 2^32 - 1": (["--seed", "4294967296"], "seed"),
+    "full fine-tuning": (["--use_peft", "False"], "use_peft"),
+    "sim_alias with a path separator": (["--sim_alias", "sub/run"], "sim_alias"),
+    "sim_alias leaving output_dir": (["--sim_alias", "../escape"], "sim_alias"),
 }  # fmt: skip
 
 
