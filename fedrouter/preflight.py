@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import os
+
 from fedrouter.config import PEFT_DEFAULT_TARGETS, Config
 from fedrouter.errors import FedRouterError
 from fedrouter.results import check_writable
 
 
 def check_resources(cfg: Config) -> None:
-    """Refuse GPU requests on a machine without CUDA instead of letting Ray hang."""
+    """Refuse client resources the machine cannot give, instead of letting Ray wait forever."""
     import torch
 
+    cores = os.cpu_count() or 1
+    if cfg.client_resources_cpus > cores:
+        raise FedRouterError(
+            f"client_resources_cpus={cfg.client_resources_cpus:g} but this machine has {cores} "
+            f"CPU core(s); no client could be placed (set client_resources_cpus <= {cores})"
+        )
     if cfg.client_resources_gpus > 0 and not torch.cuda.is_available():
         raise FedRouterError(
             f"client_resources_gpus={cfg.client_resources_gpus:g} but no CUDA device is visible; "
             "set client_resources_gpus=0 to run on the CPU"
+        )
+    gpus = torch.cuda.device_count() if cfg.client_resources_gpus > 0 else 0
+    if cfg.client_resources_gpus > gpus:
+        raise FedRouterError(
+            f"client_resources_gpus={cfg.client_resources_gpus:g} but this machine has {gpus} "
+            f"visible GPU(s); no client could be placed (set client_resources_gpus <= {gpus})"
         )
 
 

@@ -2,6 +2,7 @@
 no traceback, nothing already written touched, no run directory created."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -75,6 +76,8 @@ CASES = {
     "empty client partition": (["--dataset_sample", "4"], "0 train"),
     "output dir not writable": (not_writable, "output_dir"),
     "GPUs requested without CUDA": (["--client_resources_gpus", "1"], "client_resources_gpus"),
+    "more CPUs per client than the machine has": (
+        ["--client_resources_cpus", str((os.cpu_count() or 1) + 1)], "client_resources_cpus"),
     "resume into a run of another config": (foreign_run, "config differs"),
     "resume from a truncated checkpoint": (truncated_checkpoint, "truncated"),
     "seed above 2^32 - 1": (["--seed", "4294967296"], "seed"),

@@ -1,0 +1,36 @@
+"""Tests for fedrouter.preflight: checks that fail before any model loads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fedrouter.config import Config
+from fedrouter.errors import FedRouterError
+from fedrouter.preflight import check_resources
+
+
+def fake_gpus(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+def test_more_cpus_than_the_machine_has_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    with pytest.raises(FedRouterError, match=r"client_resources_cpus=4 .* 2 CPU core"):
+        check_resources(Config(client_resources_cpus=4, client_resources_gpus=0))
+    check_resources(Config(client_resources_cpus=2, client_resources_gpus=0))
+
+
+def test_more_gpus_than_visible_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_gpus(monkeypatch, 1)
+    with pytest.raises(FedRouterError, match=r"client_resources_gpus=2 .* 1 visible GPU"):
+        check_resources(Config(client_resources_cpus=1, client_resources_gpus=2))
+    check_resources(Config(client_resources_cpus=1, client_resources_gpus=1))
+    check_resources(Config(client_resources_cpus=1, client_resources_gpus=0.5))
+
+
+def test_gpus_without_cuda_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_gpus(monkeypatch, 0)
+    with pytest.raises(FedRouterError, match="no CUDA device"):
+        check_resources(Config(client_resources_gpus=0.5))
