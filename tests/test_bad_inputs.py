@@ -26,6 +26,35 @@ def qqp_without_label(root: Path) -> list[str]:
     return ["--dataset_name", "multitask", "--local_data_dir", str(root / "data")]
 
 
+def local_tasks(root: Path, **replace: bytes) -> list[str]:
+    """Write one small JSONL file per task in the Hub's columns; `replace` swaps a file's bytes."""
+    rows = {
+        "qqp": {"question1": "a?", "question2": "b?", "label": 1},
+        "gigaword": {"document": "the cabinet resigned .", "summary": "cabinet resigns"},
+        "samsum": {"dialogue": "Ann: Hi", "summary": "Ann says hi."},
+        "webnlg": {"input": ["Oslo | country | Norway"], "target": "Oslo is in Norway."},
+    }
+    for task, row in rows.items():
+        (root / "data" / task).mkdir(parents=True)
+        text = "".join(json.dumps(row) + "\n" for _ in range(8)).encode()
+        (root / "data" / task / "train.jsonl").write_bytes(replace.get(task, text))
+    return ["--dataset_name", "multitask", "--local_data_dir", str(root / "data")]
+
+
+def qqp_label_of_strings(root: Path) -> list[str]:
+    row = {"question1": "a?", "question2": "b?", "label": "duplicate"}
+    return local_tasks(root, qqp=(json.dumps(row) + "\n").encode() * 8)
+
+
+def empty_gigaword(root: Path) -> list[str]:
+    return local_tasks(root, gigaword=b"")
+
+
+def bad_byte_in_samsum(root: Path) -> list[str]:
+    good = b'{"dialogue": "Ann: Hi", "summary": "Hi."}\n'
+    return local_tasks(root, samsum=good + b'{"dialogue": "Bo\xff", "summary": "Yo."}\n')
+
+
 def foreign_run(root: Path) -> list[str]:
     run = root / "out" / "router_single_clustered_seed2025"
     run.mkdir(parents=True)
@@ -73,6 +102,9 @@ CASES = {
     "missing local_data_dir": (
         ["--dataset_name", "multitask", "--local_data_dir", "/nonexistent/data"], "local_data_dir"),
     "dataset file without the expected columns": (qqp_without_label, "label"),
+    "dataset column of the wrong type": (qqp_label_of_strings, "'label' holds str"),
+    "empty dataset file": (empty_gigaword, "is empty"),
+    "non-UTF-8 byte in a dataset file": (bad_byte_in_samsum, "line 2"),
     "empty client partition": (["--dataset_sample", "4"], "0 train"),
     "output dir not writable": (not_writable, "output_dir"),
     "GPUs requested without CUDA": (["--client_resources_gpus", "1"], "client_resources_gpus"),
