@@ -224,12 +224,12 @@ def test_per_run_details_and_wall_time(report):
     out, _ = report
     markdown = (out / "results.md").read_text()
     details = table(markdown, "Per-run details")
-    assert details["Path"][-1] == "Rounds trained per global adapter"
+    assert details["Path"][-2:] == ["Rounds trained per global adapter", "Note"]
     assert details["`a/clustered_s1`"] == [
-        "FedRouter (clustered)", "single", "1", "0.6000", "0.9000", "0.750", "1", "2, 1",
+        "FedRouter (clustered)", "single", "1", "0.6000", "0.9000", "0.750", "1", "2, 1", "—",
     ]  # fmt: skip
     # no clustering or train events: nothing invented
-    assert details["`a/clustered_s2`"][5:] == ["—", "7200", "—"]
+    assert details["`a/clustered_s2`"][5:] == ["—", "7200", "—", "—"]
     # Averaged runs only, ordered by scenario then method then seed; unfinished ones are not here.
     assert list(details)[1:] == [
         "`a/clustered_s1`", "`a/clustered_s2`", "`a/fedavg_s1`", "`a/fedavg_s2`",
@@ -330,6 +330,63 @@ def test_cli_error_on_missing_or_empty_dir(tmp_path, make_dir):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
+
+
+def run_report(root):
+    """Run the report CLI on ``root``; return the process and results.md's text."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedrouter.report", str(root)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    return proc, (root / "results.md").read_text()
+
+
+def test_bad_byte_in_metrics_is_skipped_and_noted(tmp_path):
+    run = write_run(tmp_path, "fedavg_s1", "fedavg", 1, final=(0.4, 0.3, 0.0))
+    with (run / "metrics.jsonl").open("ab") as stream:
+        stream.write(b'{"event": "train", "round": 1}\n{"event": "tr\xffin"}\n')
+    (record,) = collect_runs(tmp_path)
+    assert record.status == COMPLETE
+    assert record.note == "metrics.jsonl: 1 unreadable line(s) skipped (2)"
+    _, markdown = run_report(tmp_path)
+    assert table(markdown, "Per-run details")["`fedavg_s1`"][-1] == record.note
+
+
+@pytest.mark.parametrize(
+    "clustering",
+    ['{"clients": "abc"}', '{"clients": [{"global_cluster": ["x"]}]}', "[1, 2]", '{"clie'],
+)
+def test_malformed_clustering_is_noted_not_drawn(tmp_path, clustering):
+    run = write_run(tmp_path, "clustered_s1", "clustered", 1, final=(0.4, 0.3, 1.0))
+    (run / "clustering.json").write_text(clustering)
+    (record,) = collect_runs(tmp_path)
+    assert record.status == COMPLETE and record.clustering is None
+    assert record.note.startswith("clustering.json is")
+    _, markdown = run_report(tmp_path)
+    assert "clustering.json is" in table(markdown, "Per-run details")["`clustered_s1`"][-1]
+    assert not list(tmp_path.glob("cluster_map_*.png"))
+
+
+def test_truncated_config_lists_the_run_as_failed(tmp_path):
+    run = write_run(tmp_path, "fedavg_s1", "fedavg", 1, final=(0.4, 0.3, 0.0))
+    (run / "config.json").write_text('{"fedrouter_version": "0.1.0", "config": {"fed_')
+    model = tmp_path / "some_model"  # a model folder's unreadable config.json is not a run
+    model.mkdir()
+    (model / "config.json").write_text("{")
+    (record,) = collect_runs(tmp_path)
+    assert (record.path, record.status) == (run, FAILED)
+    assert "config.json is damaged" in record.note
+    _, markdown = run_report(tmp_path)
+    row = table(markdown, "Incomplete and failed runs (not averaged)")["`fedavg_s1`"]
+    assert row[3] == "failed" and "config.json is damaged" in row[5]
+
+
+def test_truncated_summary_is_damaged_not_missing(tmp_path):
+    run = write_run(tmp_path, "fedavg_s1", "fedavg", 1, final=(0.4, 0.3, 0.0))
+    (run / "summary.json").write_text('{"fed_alg": "fedavg", "fin')
+    (record,) = collect_runs(tmp_path)
+    assert record.status == FAILED
+    assert "summary.json is damaged" in record.note and "no summary.json" not in record.note
 
 
 def test_repeated_seed_keeps_newest(tmp_path):
