@@ -442,3 +442,57 @@ def test_run_scenarios_skips_finished_runs(tmp_path):
         capture_output=True,
     )
     assert calls.read_text() == ""  # everything done: nothing runs
+
+
+def stub_scenarios(tmp_path, calls):
+    """Copy run_scenarios.sh beside a stand-in launcher that records its method and seeds."""
+    import shutil
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    scripts = tmp_path / "training_scripts"
+    scripts.mkdir()
+    shutil.copy(os.path.join(repo, "training_scripts", "run_scenarios.sh"), scripts)
+    (scripts / "run_flower_simulation_router.sh").write_text(
+        f'. "$1"; echo "$fed_alg $seeds" >> {calls}\n'
+    )
+    return repo, scripts / "run_scenarios.sh"
+
+
+def test_run_scenarios_stops_on_a_misspelt_base_preset(tmp_path):
+    calls = tmp_path / "calls.txt"
+    repo, script = stub_scenarios(tmp_path, calls)
+    env = {**os.environ, "methods": "fedavg", "scenarios": "single", "seeds": "111",
+           "output_root": str(tmp_path / "out")}  # fmt: skip
+    proc = subprocess.run(
+        ["sh", str(script), "configs/quickstrat.sh"], cwd=repo, env=env, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "configs/quickstrat.sh" in proc.stderr and "not found" in proc.stderr
+    assert not calls.exists()  # nothing ran
+
+
+def test_run_scenarios_sees_a_synonym_as_finished(tmp_path):
+    calls = tmp_path / "calls.txt"
+    repo, script = stub_scenarios(tmp_path, calls)
+    out = tmp_path / "out"
+    # fedrouter is stored as clustered: the launcher names the run directory so
+    done = out / "single_fedrouter_clustered_seed111"
+    done.mkdir(parents=True)
+    (done / "summary.json").write_text("{}")
+    env = {**os.environ, "methods": "fedrouter", "scenarios": "single", "seeds": "111 222",
+           "output_root": str(out)}  # fmt: skip
+    subprocess.run(["sh", str(script)], cwd=repo, env=env, check=True, capture_output=True)
+    assert calls.read_text().splitlines() == ["fedrouter 222"]
+
+
+def test_launcher_with_no_seeds_is_an_error(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    preset = tmp_path / "preset.sh"
+    preset.write_text('seeds=""\n')
+    proc = subprocess.run(
+        ["sh", "training_scripts/run_flower_simulation_router.sh", str(preset)], cwd=repo,
+        env={**os.environ, "dry_run": "1"}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: seeds is empty")
