@@ -53,6 +53,21 @@ def check_model(cfg: Config) -> tuple[str, str]:
     return path, model_config.model_type
 
 
+def check_lora_targets(cfg: Config, path: str) -> None:
+    """Check named LoRA targets against the model's modules, built on the meta device."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from fedrouter.models import check_lora_targets as check_model_targets
+    from fedrouter.models import peft_target_modules
+
+    if not isinstance(peft_target_modules(cfg.lora_target_modules), list):
+        return  # PEFT's default or all-linear: resolved for whatever the model is
+    with init_empty_weights():  # the layout only: no weights are read or allocated
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    check_model_targets(skeleton, cfg.lora_target_modules)
+
+
 def resolve_lora_targets(cfg: Config, model_type: str) -> Config:
     """Return the config with ``peft-default`` replaced by the modules PEFT wraps for the model.
 
@@ -87,6 +102,7 @@ def preflight(cfg: Config) -> tuple[Config, str]:
     check_resources(cfg)
     check_data(cfg)
     path, model_type = check_model(cfg)
+    check_lora_targets(cfg, path)
     cfg = resolve_lora_targets(cfg, model_type)
     if cfg.resume:
         from fedrouter.checkpoint import find_run_to_resume

@@ -99,6 +99,8 @@ CASES = {
     "unknown evaluation mode": (["--evaluation_mode", "sideways"], "evaluation_mode"),
     "4-bit and 8-bit together": (["--load_in_8bit", "True"], "load_in_8bit"),
     "missing model path": (["--model_name_or_path", "/nonexistent/model"], "model_name_or_path"),
+    "LoRA target that is no module of the model": (
+        ["--lora_target_modules", "nope_proj"], "lora_target_modules"),
     "missing local_data_dir": (
         ["--dataset_name", "multitask", "--local_data_dir", "/nonexistent/data"], "local_data_dir"),
     "dataset file without the expected columns": (qqp_without_label, "label"),

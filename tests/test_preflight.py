@@ -34,3 +34,15 @@ def test_gpus_without_cuda_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_gpus(monkeypatch, 0)
     with pytest.raises(FedRouterError, match="no CUDA device"):
         check_resources(Config(client_resources_gpus=0.5))
+
+
+def test_lora_target_naming_no_module_fails_before_weights_load(tiny_path) -> None:
+    from fedrouter.models import LOAD_STATS, ModelLoadError
+    from fedrouter.preflight import check_lora_targets
+
+    loads = LOAD_STATS["count"]
+    cfg = Config(model_name_or_path="tiny", lora_target_modules=("q_proj", "nope_proj"))
+    with pytest.raises(ModelLoadError, match=r"nope_proj; its linear modules are .*v_proj"):
+        check_lora_targets(cfg, tiny_path)
+    check_lora_targets(cfg.replace(lora_target_modules=("q_proj", "v_proj")), tiny_path)
+    assert LOAD_STATS["count"] == loads  # no model was loaded
