@@ -80,8 +80,11 @@ def resolve_lora_targets(cfg: Config, model_type: str) -> Config:
     return cfg.replace(lora_target_modules=default_lora_targets(model_type))
 
 
-def check_data(cfg: Config) -> None:
-    """Load and partition the data once, so bad data fails before any model loads."""
+def check_data(cfg: Config) -> list:
+    """Load and partition the data once, so bad data fails before any model loads.
+
+    Return the clients' data.
+    """
     from fedrouter.data import client_data_for
 
     parts = client_data_for(cfg)
@@ -90,6 +93,30 @@ def check_data(cfg: Config) -> None:
             raise FedRouterError(
                 f"n_clusters={cfg.n_clusters} is larger than client {pid}'s "
                 f"{len(part.train)} training samples"
+            )
+    return parts
+
+
+def check_seq_length(cfg: Config, path: str, parts: list) -> None:
+    """Refuse a seq_length that leaves a client no training row, with the tokenizer only.
+
+    Training cuts each sequence to seq_length and drops one with no response token left, so a
+    prompt (through the response marker) of seq_length tokens or more is never trained on.
+    """
+    from fedrouter.data.templates import prompt_through_marker
+    from fedrouter.models import load_tokenizer
+    from fedrouter.training import tokenize_rows
+
+    tokenizer = load_tokenizer(path)
+    for pid, part in enumerate(parts):
+        kept = tokenize_rows(part.train, tokenizer, cfg.template, cfg.seq_length)["input_ids"]
+        if part.train and not kept:
+            heads = [prompt_through_marker(row["instruction"], cfg.template) for row in part.train]
+            shortest = min(len(ids) for ids in tokenizer(heads)["input_ids"])
+            raise FedRouterError(
+                f"seq_length={cfg.seq_length} keeps none of client {pid}'s {len(part.train)} "
+                f"training rows: its shortest prompt (through the response marker) is "
+                f"{shortest} tokens; raise seq_length above that"
             )
 
 
@@ -100,8 +127,9 @@ def preflight(cfg: Config) -> tuple[Config, str]:
     """
     check_writable(cfg.output_dir)
     check_resources(cfg)
-    check_data(cfg)
+    parts = check_data(cfg)
     path, model_type = check_model(cfg)
+    check_seq_length(cfg, path, parts)
     check_lora_targets(cfg, path)
     cfg = resolve_lora_targets(cfg, model_type)
     if cfg.resume:

@@ -108,6 +108,7 @@ CASES = {
     "empty dataset file": (empty_gigaword, "is empty"),
     "non-UTF-8 byte in a dataset file": (bad_byte_in_samsum, "line 2"),
     "empty client partition": (["--dataset_sample", "4"], "0 train"),
+    "seq_length shorter than every prompt": (["--seq_length", "32"], "seq_length=32"),
     "output dir not writable": (not_writable, "output_dir"),
     "GPUs requested without CUDA": (["--client_resources_gpus", "1"], "client_resources_gpus"),
     "more CPUs per client than the machine has": (

@@ -46,3 +46,16 @@ def test_lora_target_naming_no_module_fails_before_weights_load(tiny_path) -> No
         check_lora_targets(cfg, tiny_path)
     check_lora_targets(cfg.replace(lora_target_modules=("q_proj", "v_proj")), tiny_path)
     assert LOAD_STATS["count"] == loads  # no model was loaded
+
+
+def test_seq_length_keeping_no_training_row_names_the_shortest_prompt(tiny_path) -> None:
+    from fedrouter.data import ClientData
+    from fedrouter.preflight import check_seq_length
+
+    rows = [{"instruction": "word " * n, "response": "yes", "task": "t"} for n in (5, 20)]
+    part = ClientData(train=rows, test=[], tasks=("t",))
+    with pytest.raises(
+        FedRouterError, match=r"seq_length=16 keeps none of client 0's 2 .* is \d+ tokens"
+    ):
+        check_seq_length(Config(seq_length=16), tiny_path, [part])
+    check_seq_length(Config(seq_length=512), tiny_path, [part])
