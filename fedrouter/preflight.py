@@ -120,13 +120,16 @@ def check_seq_length(cfg: Config, path: str, parts: list) -> None:
             )
 
 
-def preflight(cfg: Config) -> tuple[Config, str]:
+def preflight(cfg: Config, *, hosts_clients: bool = True) -> tuple[Config, str]:
     """Run every check that needs no model weights.
 
-    Return the config with its LoRA modules resolved, and the base model's path.
+    ``hosts_clients=False`` (a ServerApp under ``flwr run``) skips the client-resource check:
+    there the SuperNodes, not this machine, run the clients. Return the config with its LoRA
+    modules resolved, and the base model's path.
     """
     check_writable(cfg.output_dir)
-    check_resources(cfg)
+    if hosts_clients:
+        check_resources(cfg)
     parts = check_data(cfg)
     path, model_type = check_model(cfg)
     check_seq_length(cfg, path, parts)

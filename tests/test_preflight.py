@@ -30,6 +30,29 @@ def test_more_gpus_than_visible_is_an_error(monkeypatch: pytest.MonkeyPatch) -> 
     check_resources(Config(client_resources_cpus=1, client_resources_gpus=0.5))
 
 
+def test_a_server_that_hosts_no_clients_does_not_check_client_resources(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, tiny_path
+) -> None:
+    from fedrouter.preflight import preflight
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    cfg = Config(
+        client_resources_cpus=64,
+        client_resources_gpus=0,
+        model_name_or_path="tiny",
+        dataset_name="multitask_synthetic",
+        num_clients=4,
+        sample_clients=4,
+        output_dir=str(tmp_path),
+        template="alpaca_short",
+        seq_length=256,
+    )
+    with pytest.raises(FedRouterError, match="client_resources_cpus"):
+        preflight(cfg)
+    resolved, _ = preflight(cfg, hosts_clients=False)  # a ServerApp under `flwr run`
+    assert resolved.lora_target_modules == ("q_proj", "v_proj")
+
+
 def test_gpus_without_cuda_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_gpus(monkeypatch, 0)
     with pytest.raises(FedRouterError, match="no CUDA device"):
