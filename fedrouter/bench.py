@@ -97,8 +97,11 @@ def bench_config(args, workdir: Path) -> Config:
     """Build the run's config: the preset's flags, then the benchmark's overrides."""
     argv = launcher_flags(args.preset) + ["--output_dir", str(workdir), "--resume", "False"]
     base = parse_args(argv)
-    rounds = args.rounds or base.num_rounds
-    clients = args.clients or base.num_clients
+    for flag, value in (("--rounds", args.rounds), ("--clients", args.clients)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} {value}: must be >= 1 (leave it out for the preset's)")
+    rounds = base.num_rounds if args.rounds is None else args.rounds
+    clients = base.num_clients if args.clients is None else args.clients
     kept = sorted({r for r in base.evaluation_rounds if r <= rounds} | {rounds})
     argv += ["--num_rounds", str(rounds), "--evaluation_rounds", ",".join(map(str, kept))]
     argv += ["--num_clients", str(clients)]
@@ -498,9 +501,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; a temporary workdir that ends up empty is removed."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="fedrouter-bench-"))
+    try:
+        return _bench(args, workdir)
+    finally:
+        if args.workdir is None and workdir.is_dir() and not any(workdir.iterdir()):
+            workdir.rmdir()  # a run directory inside it is kept: the result points at it
+
+
+def _bench(args: argparse.Namespace, workdir: Path) -> dict:
+    """Check the config, run the federation and the A/Bs, and write the JSON."""
     try:
         cfg = resolve_model(bench_config(args, workdir), args.geometry, args.layers)
         from fedrouter.preflight import preflight

@@ -9,6 +9,7 @@ import functools
 import json
 import logging
 import math
+import os
 import sys
 import traceback
 import types
@@ -46,6 +47,8 @@ TINY_MODEL = "tiny"
 # architecture (what the reference gets: its LoraConfig names none), or every linear layer.
 PEFT_DEFAULT_TARGETS = "peft-default"
 LORA_TARGET_KEYWORDS = (PEFT_DEFAULT_TARGETS, "all-linear")
+# numpy's legacy seeding (k-means, data shuffles) takes unsigned 32-bit seeds only.
+MAX_SEED = 2**32 - 1
 # Which local clusters a client trains each round (see strategies/base.py).
 LOCAL_SCHEDULES = ("round_robin", "all")
 
@@ -145,7 +148,9 @@ class Config:
         "meta-llama/Llama-3.2-1B",
         f"Hub id or local path; '{TINY_MODEL}' is the offline tiny model.",
     )
-    use_peft: bool = _opt(True, "Train LoRA adapters instead of the full model.")
+    use_peft: bool = _opt(
+        True, "Train LoRA adapters (the only mode: full fine-tuning is not supported)."
+    )
     load_in_4bit: bool = _opt(True, "Load the base model in 4-bit NF4 (QLoRA; needs CUDA).")
     load_in_8bit: bool = _opt(False, "Load the base model in 8-bit (excludes load_in_4bit).")
     max_new_tokens: int = _opt(512, "Tokens generated (greedily) per evaluation sample.")
@@ -208,6 +213,8 @@ class Config:
             value = _check_type(f.name, getattr(self, f.name), _field_types()[f.name])
             object.__setattr__(self, f.name, value)
         object.__setattr__(self, "fed_alg", FED_ALG_SYNONYMS.get(self.fed_alg, self.fed_alg))
+        # a shell passes '~' through when quoted; without this the run lands in a folder named ~
+        object.__setattr__(self, "output_dir", os.path.expanduser(self.output_dir))
         self._validate_ranges()
         self._validate_choices()
         self._validate_combinations()
@@ -240,6 +247,8 @@ class Config:
         for name, low in minimums.items():
             if getattr(self, name) < low:
                 _fail(name, getattr(self, name), f"must be >= {low}")
+        if self.seed > MAX_SEED:
+            _fail("seed", self.seed, f"must be <= 2**32 - 1 = {MAX_SEED} (numpy's seed range)")
         if self.max_data_per_client != -1 and self.max_data_per_client < 1:
             _fail("max_data_per_client", self.max_data_per_client, "must be >= 1, or -1 for all")
         if not 0.0 < self.train_split < 1.0:
@@ -259,6 +268,11 @@ class Config:
         for name in ("model_name_or_path", "output_dir", "sim_alias", "scenario"):
             if not getattr(self, name).strip():
                 _fail(name, getattr(self, name), "must not be empty")
+        if "/" in self.sim_alias or "\\" in self.sim_alias or ".." in self.sim_alias:
+            # it names files and a folder inside output_dir, never a path
+            _fail("sim_alias", self.sim_alias, "must not contain a path separator or '..'")
+        if not self.use_peft:
+            _fail("use_peft", self.use_peft, "full fine-tuning is not supported; use LoRA (True)")
 
     def _validate_choices(self) -> None:
         """Check keys that take one of a fixed set of names."""

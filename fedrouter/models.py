@@ -216,6 +216,7 @@ def add_lora(model, spec: ModelSpec, adapter_name: str = ADAPTER):
     import torch
     from peft import PeftModel, get_peft_model
 
+    check_lora_targets(model, spec.lora_target_modules)
     torch.manual_seed(spec.seed)
     config = lora_config(spec, spec.model_name_or_path)
     if isinstance(model, PeftModel):
@@ -224,6 +225,39 @@ def add_lora(model, spec: ModelSpec, adapter_name: str = ADAPTER):
         model = get_peft_model(model, config, adapter_name=adapter_name)
     keep_adapter_float32(model)
     return model
+
+
+def linear_module_names(model) -> list[str]:
+    """Return the distinct last names of the model's linear layers (what LoRA can wrap)."""
+    import torch
+
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            # transformers' Conv1D (GPT-2) is a linear layer too
+            if name and (isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D")
+        }
+    )
+
+
+def check_lora_targets(model, targets) -> None:
+    """Raise a ModelLoadError when a named LoRA target matches no module of the model.
+
+    PEFT fails only when no target matches, and then with a traceback; a typo beside a valid
+    name would silently leave that layer out.
+    """
+    names = peft_target_modules(targets)
+    if not isinstance(names, list):
+        return  # None (PEFT's default) or all-linear: PEFT resolves them for the model
+    modules = [name for name, _ in model.named_modules() if name]
+    missing = [t for t in names if not any(m == t or m.endswith(f".{t}") for m in modules)]
+    if missing:
+        raise ModelLoadError(
+            f"lora_target_modules names no module of the model: {', '.join(missing)}; "
+            f"its linear modules are {', '.join(linear_module_names(model))} "
+            "(or use peft-default or all-linear)"
+        )
 
 
 def get_model_and_tokenizer(spec: ModelSpec):

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import os
+
 from fedrouter.config import PEFT_DEFAULT_TARGETS, Config
 from fedrouter.errors import FedRouterError
 from fedrouter.results import check_writable
 
 
 def check_resources(cfg: Config) -> None:
-    """Refuse GPU requests on a machine without CUDA instead of letting Ray hang."""
+    """Refuse client resources the machine cannot give, instead of letting Ray wait forever."""
     import torch
 
+    cores = os.cpu_count() or 1
+    if cfg.client_resources_cpus > cores:
+        raise FedRouterError(
+            f"client_resources_cpus={cfg.client_resources_cpus:g} but this machine has {cores} "
+            f"CPU core(s); no client could be placed (set client_resources_cpus <= {cores})"
+        )
     if cfg.client_resources_gpus > 0 and not torch.cuda.is_available():
         raise FedRouterError(
             f"client_resources_gpus={cfg.client_resources_gpus:g} but no CUDA device is visible; "
             "set client_resources_gpus=0 to run on the CPU"
+        )
+    gpus = torch.cuda.device_count() if cfg.client_resources_gpus > 0 else 0
+    if cfg.client_resources_gpus > gpus:
+        raise FedRouterError(
+            f"client_resources_gpus={cfg.client_resources_gpus:g} but this machine has {gpus} "
+            f"visible GPU(s); no client could be placed (set client_resources_gpus <= {gpus})"
         )
 
 
@@ -39,6 +53,21 @@ def check_model(cfg: Config) -> tuple[str, str]:
     return path, model_config.model_type
 
 
+def check_lora_targets(cfg: Config, path: str) -> None:
+    """Check named LoRA targets against the model's modules, built on the meta device."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from fedrouter.models import check_lora_targets as check_model_targets
+    from fedrouter.models import peft_target_modules
+
+    if not isinstance(peft_target_modules(cfg.lora_target_modules), list):
+        return  # PEFT's default or all-linear: resolved for whatever the model is
+    with init_empty_weights():  # the layout only: no weights are read or allocated
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    check_model_targets(skeleton, cfg.lora_target_modules)
+
+
 def resolve_lora_targets(cfg: Config, model_type: str) -> Config:
     """Return the config with ``peft-default`` replaced by the modules PEFT wraps for the model.
 
@@ -51,8 +80,11 @@ def resolve_lora_targets(cfg: Config, model_type: str) -> Config:
     return cfg.replace(lora_target_modules=default_lora_targets(model_type))
 
 
-def check_data(cfg: Config) -> None:
-    """Load and partition the data once, so bad data fails before any model loads."""
+def check_data(cfg: Config) -> list:
+    """Load and partition the data once, so bad data fails before any model loads.
+
+    Return the clients' data.
+    """
     from fedrouter.data import client_data_for
 
     parts = client_data_for(cfg)
@@ -62,17 +94,46 @@ def check_data(cfg: Config) -> None:
                 f"n_clusters={cfg.n_clusters} is larger than client {pid}'s "
                 f"{len(part.train)} training samples"
             )
+    return parts
 
 
-def preflight(cfg: Config) -> tuple[Config, str]:
+def check_seq_length(cfg: Config, path: str, parts: list) -> None:
+    """Refuse a seq_length that leaves a client no training row, with the tokenizer only.
+
+    Training cuts each sequence to seq_length and drops one with no response token left, so a
+    prompt (through the response marker) of seq_length tokens or more is never trained on.
+    """
+    from fedrouter.data.templates import prompt_through_marker
+    from fedrouter.models import load_tokenizer
+    from fedrouter.training import tokenize_rows
+
+    tokenizer = load_tokenizer(path)
+    for pid, part in enumerate(parts):
+        kept = tokenize_rows(part.train, tokenizer, cfg.template, cfg.seq_length)["input_ids"]
+        if part.train and not kept:
+            heads = [prompt_through_marker(row["instruction"], cfg.template) for row in part.train]
+            shortest = min(len(ids) for ids in tokenizer(heads)["input_ids"])
+            raise FedRouterError(
+                f"seq_length={cfg.seq_length} keeps none of client {pid}'s {len(part.train)} "
+                f"training rows: its shortest prompt (through the response marker) is "
+                f"{shortest} tokens; raise seq_length above that"
+            )
+
+
+def preflight(cfg: Config, *, hosts_clients: bool = True) -> tuple[Config, str]:
     """Run every check that needs no model weights.
 
-    Return the config with its LoRA modules resolved, and the base model's path.
+    ``hosts_clients=False`` (a ServerApp under ``flwr run``) skips the client-resource check:
+    there the SuperNodes, not this machine, run the clients. Return the config with its LoRA
+    modules resolved, and the base model's path.
     """
     check_writable(cfg.output_dir)
-    check_resources(cfg)
-    check_data(cfg)
+    if hosts_clients:
+        check_resources(cfg)
+    parts = check_data(cfg)
     path, model_type = check_model(cfg)
+    check_seq_length(cfg, path, parts)
+    check_lora_targets(cfg, path)
     cfg = resolve_lora_targets(cfg, model_type)
     if cfg.resume:
         from fedrouter.checkpoint import find_run_to_resume

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedrouter.checkpoint import CHECKPOINT
 from fedrouter.errors import FedRouterError
 from fedrouter.results import atomic_write_text, check_writable
 
@@ -52,6 +53,9 @@ CSV_COLUMNS = (
 )
 MISSING = "—"
 REPORT_MODE = 0o644  # temporary files are created 0600; reports are meant to be shared
+# Files only a run directory holds: a folder with one of them and an unreadable config.json
+# is a damaged run, not a model folder.
+RUN_FILES = {"metrics.jsonl", "summary.json", "clustering.json", CHECKPOINT}
 NOTE_CHARS = 120  # keeps the incomplete-runs table readable when an error is long
 
 
@@ -97,28 +101,32 @@ def _read_json(path: Path) -> Any:
     """Return the JSON in ``path``, or None (with a warning) when it cannot be read."""
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         logger.warning("skipping unreadable %s: %s", path, exc)
         return None
 
 
-def _read_events(run_dir: Path) -> list[dict]:
-    """Return the events of metrics.jsonl, skipping lines that do not parse."""
+def _read_events(run_dir: Path) -> tuple[list[dict], str]:
+    """Return the events of metrics.jsonl, skipping lines that do not parse, and a note."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
-        return []
-    events = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
+        return [], ""
+    events, bad = [], []
+    for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
             continue
         try:
-            event = json.loads(line)
-        except ValueError:
+            event = json.loads(raw.decode("utf-8"))
+        except ValueError:  # not UTF-8, or not JSON
             logger.warning("%s:%d is not JSON; skipped", path, n)
+            bad.append(n)
             continue
         if isinstance(event, dict):
             events.append(event)
-    return events
+    if not bad:
+        return events, ""
+    lines = ", ".join(map(str, bad[:3])) + (", ..." if len(bad) > 3 else "")
+    return events, f"metrics.jsonl: {len(bad)} unreadable line(s) skipped ({lines})"
 
 
 def _metrics(values: Any) -> dict[str, float]:
@@ -209,11 +217,25 @@ def _unfinished_status(events: list[dict], num_rounds: int | None, has_summary: 
     return INCOMPLETE, f"{reason} ({progress})"
 
 
+def _clustering_fault(clustering: Any) -> str:
+    """Return why clustering.json cannot be drawn, or an empty string when it can."""
+    if not isinstance(clustering, dict):
+        return "clustering.json is not a JSON object"
+    try:
+        cluster_matrix(clustering)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+        return f"clustering.json is malformed ({type(exc).__name__}: {exc})"
+    return ""
+
+
 def load_run(run_dir: Path, config: dict) -> RunRecord:
     """Read one run directory whose config.json holds ``config``."""
+    notes = []
     summary_path = run_dir / "summary.json"
     summary = _read_json(summary_path) if summary_path.is_file() else None
-    summary = summary if isinstance(summary, dict) else None
+    if summary_path.is_file() and not isinstance(summary, dict):
+        notes.append("summary.json is damaged (not a readable JSON object)")
+        summary = None
     seed = config.get("seed", (summary or {}).get("seed"))
     num_rounds = config.get("num_rounds", (summary or {}).get("num_rounds"))
     record = RunRecord(
@@ -227,8 +249,13 @@ def load_run(run_dir: Path, config: dict) -> RunRecord:
     clustering_path = run_dir / "clustering.json"
     if clustering_path.is_file():
         clustering = _read_json(clustering_path)
-        record.clustering = clustering if isinstance(clustering, dict) else None
-    events = _read_events(run_dir)
+        fault = _clustering_fault(clustering)
+        record.clustering = None if fault else clustering
+        if fault:
+            notes.append(fault)
+    events, events_note = _read_events(run_dir)
+    if events_note:
+        notes.append(events_note)
     centroids = (record.clustering or {}).get("global_centroids")
     n_adapters = len(centroids) if isinstance(centroids, list) else 0
     record.rounds_trained = rounds_trained(events, n_adapters)
@@ -241,11 +268,26 @@ def load_run(run_dir: Path, config: dict) -> RunRecord:
         record.by_round = _by_round(summary.get("by_round"))
         final_round = summary.get("final_round")
         record.last_round = final_round if isinstance(final_round, int) else None
-    if record.final:
-        return record
-    record.last_round = _last_round(events, "eval")
-    record.status, record.note = _unfinished_status(events, record.num_rounds, summary is not None)
+    if not record.final:
+        record.last_round = _last_round(events, "eval")
+        record.status, why = _unfinished_status(events, record.num_rounds, summary is not None)
+        if summary_path.is_file() and summary is None:
+            record.status, why = FAILED, ""  # the damage note says it
+        notes.insert(0, why)
+    record.note = _one_line("; ".join(n for n in notes if n))
     return record
+
+
+def damaged_run(run_dir: Path, why: str) -> RunRecord:
+    """Return the record of a run directory whose config.json cannot be read."""
+    return RunRecord(
+        path=run_dir,
+        method="unknown",
+        scenario=DEFAULT_SCENARIO,
+        seed=None,
+        status=FAILED,
+        note=_one_line(f"config.json is damaged ({why}); the run cannot be identified"),
+    )
 
 
 def collect_runs(output_dir: str | os.PathLike) -> list[RunRecord]:
@@ -262,6 +304,9 @@ def collect_runs(output_dir: str | os.PathLike) -> list[RunRecord]:
         # A model folder also has a config.json; only ours wraps the fields in "config".
         if isinstance(payload, dict) and isinstance(payload.get("config"), dict):
             runs.append(load_run(Path(folder), payload["config"]))
+        elif payload is None and RUN_FILES & set(filenames):
+            # unreadable, but the folder holds a run's files: list it, never drop it
+            runs.append(damaged_run(Path(folder), "not readable JSON"))
     return sorted(runs, key=lambda r: str(r.path))
 
 
@@ -470,6 +515,7 @@ def _detail_rows(runs: Iterable[RunRecord], root: Path) -> list[list[str]]:
                 MISSING if run.local_purity is None else f"{run.local_purity:.3f}",
                 MISSING if run.wall_seconds is None else f"{run.wall_seconds:.0f}",
                 ", ".join(str(n) for n in run.rounds_trained.values()) or MISSING,
+                run.note or MISSING,
             ]
         )
     return body
@@ -531,7 +577,8 @@ def render_markdown(runs: list[RunRecord], rows: list[Row], root: Path) -> str:
             "cluster purity (the share of training samples in a local cluster of their own "
             "task), its wall time, and in how "
             "many rounds each global adapter (cluster 0, 1, ...) was trained by at least one "
-            "client (from the `train` events of metrics.jsonl).",
+            "client (from the `train` events of metrics.jsonl); the note names any file of the "
+            "run that could not be read in full.",
             "",
             *_md_table(
                 [
@@ -544,6 +591,7 @@ def render_markdown(runs: list[RunRecord], rows: list[Row], root: Path) -> str:
                     "Local purity",
                     "Wall (s)",
                     "Rounds trained per global adapter",
+                    "Note",
                 ],
                 _detail_rows(kept, root),
             ),

@@ -42,7 +42,7 @@ def make_server_app(
         if conf is None:  # under `flwr run`: the simulation CLI did all this already
             conf = Config.from_dict(dict(context.run_config))
             setup_logging(conf.debug)
-            conf, _ = preflight(conf)
+            conf, _ = preflight(conf, hosts_clients=False)  # SuperNodes run the clients
         directory = run_dir or server_run_dir(conf)
         recorder = RunRecorder(directory)
         if not (directory / "config.json").exists():

@@ -2,6 +2,7 @@
 no traceback, nothing already written touched, no run directory created."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -23,6 +24,35 @@ def qqp_without_label(root: Path) -> list[str]:
     rows = [{"question1": "a?", "question2": "b?", "idx": 0}]
     (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     return ["--dataset_name", "multitask", "--local_data_dir", str(root / "data")]
+
+
+def local_tasks(root: Path, **replace: bytes) -> list[str]:
+    """Write one small JSONL file per task in the Hub's columns; `replace` swaps a file's bytes."""
+    rows = {
+        "qqp": {"question1": "a?", "question2": "b?", "label": 1},
+        "gigaword": {"document": "the cabinet resigned .", "summary": "cabinet resigns"},
+        "samsum": {"dialogue": "Ann: Hi", "summary": "Ann says hi."},
+        "webnlg": {"input": ["Oslo | country | Norway"], "target": "Oslo is in Norway."},
+    }
+    for task, row in rows.items():
+        (root / "data" / task).mkdir(parents=True)
+        text = "".join(json.dumps(row) + "\n" for _ in range(8)).encode()
+        (root / "data" / task / "train.jsonl").write_bytes(replace.get(task, text))
+    return ["--dataset_name", "multitask", "--local_data_dir", str(root / "data")]
+
+
+def qqp_label_of_strings(root: Path) -> list[str]:
+    row = {"question1": "a?", "question2": "b?", "label": "duplicate"}
+    return local_tasks(root, qqp=(json.dumps(row) + "\n").encode() * 8)
+
+
+def empty_gigaword(root: Path) -> list[str]:
+    return local_tasks(root, gigaword=b"")
+
+
+def bad_byte_in_samsum(root: Path) -> list[str]:
+    good = b'{"dialogue": "Ann: Hi", "summary": "Hi."}\n'
+    return local_tasks(root, samsum=good + b'{"dialogue": "Bo\xff", "summary": "Yo."}\n')
 
 
 def foreign_run(root: Path) -> list[str]:
@@ -69,14 +99,26 @@ CASES = {
     "unknown evaluation mode": (["--evaluation_mode", "sideways"], "evaluation_mode"),
     "4-bit and 8-bit together": (["--load_in_8bit", "True"], "load_in_8bit"),
     "missing model path": (["--model_name_or_path", "/nonexistent/model"], "model_name_or_path"),
+    "LoRA target that is no module of the model": (
+        ["--lora_target_modules", "nope_proj"], "lora_target_modules"),
     "missing local_data_dir": (
         ["--dataset_name", "multitask", "--local_data_dir", "/nonexistent/data"], "local_data_dir"),
     "dataset file without the expected columns": (qqp_without_label, "label"),
+    "dataset column of the wrong type": (qqp_label_of_strings, "'label' holds str"),
+    "empty dataset file": (empty_gigaword, "is empty"),
+    "non-UTF-8 byte in a dataset file": (bad_byte_in_samsum, "line 2"),
     "empty client partition": (["--dataset_sample", "4"], "0 train"),
+    "seq_length shorter than every prompt": (["--seq_length", "32"], "seq_length=32"),
     "output dir not writable": (not_writable, "output_dir"),
     "GPUs requested without CUDA": (["--client_resources_gpus", "1"], "client_resources_gpus"),
+    "more CPUs per client than the machine has": (
+        ["--client_resources_cpus", str((os.cpu_count() or 1) + 1)], "client_resources_cpus"),
     "resume into a run of another config": (foreign_run, "config differs"),
     "resume from a truncated checkpoint": (truncated_checkpoint, "truncated"),
+    "seed above 2^32 - 1": (["--seed", "4294967296"], "seed"),
+    "full fine-tuning": (["--use_peft", "False"], "use_peft"),
+    "sim_alias with a path separator": (["--sim_alias", "sub/run"], "sim_alias"),
+    "sim_alias leaving output_dir": (["--sim_alias", "../escape"], "sim_alias"),
 }  # fmt: skip
 
 

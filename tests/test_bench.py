@@ -1,6 +1,7 @@
 """The benchmark: a real 1-round run whose JSON carries every figure, and its parts."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -130,18 +131,24 @@ def test_launcher_flags_come_from_the_preset():
         (["--preset", "nope"], "preset 'nope' not found"),
         (["--set", "bogus_key=1"], "bogus_key"),
         (["--geometry", "llama-9b"], "unknown model geometry 'llama-9b'"),
+        (["--rounds", "0"], "--rounds 0: must be >= 1"),  # not the preset's value in silence
+        (["--clients", "0"], "--clients 0: must be >= 1"),
     ],
 )
 def test_bad_input_fails_early_with_a_clear_error(args, message, tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     out = subprocess.run(
         [sys.executable, "-m", "fedrouter.bench", *args, "--out", str(tmp_path / "b.json")],
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "TMPDIR": str(tmp)},
     )
     assert out.returncode == 2
     assert message in out.stderr
     assert not (tmp_path / "b.json").exists()
+    assert list(tmp.iterdir()) == []  # no empty temporary folder left behind
 
 
 def test_geometry_sizes():

@@ -169,6 +169,10 @@ def test_choice_constants_are_defined_once_and_contain_defaults() -> None:
         ("num_rounds", "3"),
         ("num_rounds", True),
         ("use_peft", "yes"),
+        ("use_peft", False),  # full fine-tuning is not supported
+        ("seed", 2**32),  # above numpy's seed range, which k-means would reject later
+        ("sim_alias", "sub/run"),
+        ("sim_alias", "../escape"),
     ],
 )
 def test_invalid_value_names_key_and_value(key: str, value: object) -> None:
@@ -196,6 +200,16 @@ def test_unknown_choice_lists_valid_ones(key: str, valid: tuple[str, ...]) -> No
     with pytest.raises(ConfigError) as info:
         Config(**{key: "nope"})
     assert all(v in str(info.value) for v in valid)
+
+
+def test_largest_seed_is_accepted() -> None:
+    assert Config(seed=2**32 - 1).seed == 2**32 - 1
+
+
+def test_output_dir_expands_the_home_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert Config(output_dir="~/x").output_dir == str(tmp_path / "x")
+    assert parse_args(["--output_dir", "~/x"]).output_dir == str(tmp_path / "x")
 
 
 def test_sample_clients_above_num_clients_names_both() -> None:
@@ -295,7 +309,7 @@ def test_parse_args_types_and_tuples() -> None:
     + [("False", False), ("false", False), ("0", False), ("no", False)],
 )
 def test_bool_words(word: str, expected: bool) -> None:
-    assert parse_args(["--use_peft", word]).use_peft is expected
+    assert parse_args(["--resume", word]).resume is expected
 
 
 def test_bare_bool_flags_mean_true() -> None:
@@ -380,8 +394,8 @@ def test_to_dict_from_dict_round_trip() -> None:
 
 
 def test_from_dict_partial_uses_defaults_and_parses_strings() -> None:
-    cfg = Config.from_dict({"num_rounds": "10", "evaluation_rounds": "3,10", "use_peft": "false"})
-    assert (cfg.num_rounds, cfg.evaluation_rounds, cfg.use_peft) == (10, (3, 10), False)
+    cfg = Config.from_dict({"num_rounds": "10", "evaluation_rounds": "3,10", "resume": "false"})
+    assert (cfg.num_rounds, cfg.evaluation_rounds, cfg.resume) == (10, (3, 10), False)
     assert cfg.seed == 2025
 
 

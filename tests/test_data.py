@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import random
 import re
 import time
@@ -439,6 +440,76 @@ def test_missing_local_dir_or_task_folder_is_a_clear_error(offline, tmp_path):
     for path in (tmp_path / "data" / "gigaword").iterdir():
         path.unlink()
     with pytest.raises(DataError, match=r"'gigaword'.*gigaword/\*\.parquet"):
+        load_benchmark("multitask", local_data_dir=tmp_path / "data")
+
+
+def test_local_label_of_strings_is_an_error_naming_file_column_and_type(offline, tmp_path):
+    _write_hub_layout(tmp_path / "data")
+    for path in (tmp_path / "data" / "qqp").iterdir():
+        path.unlink()
+    rows = [{"question1": "a?", "question2": "b?", "label": word} for word in ("duplicate", "1")]
+    _write_csv(tmp_path / "data" / "qqp" / "train.csv", rows)
+    with pytest.raises(
+        DataError, match=r"'qqp' keeps none of its 2 rows.*qqp/train\.csv.*'label' holds str"
+    ):
+        load_benchmark("multitask", local_data_dir=tmp_path / "data")
+
+
+def test_local_summary_of_integers_is_an_error_naming_file_column_and_type(offline, tmp_path):
+    _write_hub_layout(tmp_path / "data")
+    path = tmp_path / "data" / "gigaword" / "train.jsonl"
+    _write_jsonl(path, [{"document": f"text {i} .", "summary": i} for i in range(3)])
+    with pytest.raises(DataError, match=r"gigaword/train\.jsonl: column 'summary' holds int"):
+        load_benchmark("multitask", local_data_dir=tmp_path / "data")
+
+
+def test_task_keeping_less_than_half_its_rows_warns_with_the_cause(offline, tmp_path, caplog):
+    _write_hub_layout(tmp_path / "data")
+    path = tmp_path / "data" / "samsum" / "train.jsonl"
+    (tmp_path / "data" / "samsum" / "train.csv").unlink()
+    rows = [{"dialogue": "Ann: Hi", "summary": "Ann says hi."}]
+    _write_jsonl(path, rows + [{"dialogue": "Bob: Yo", "summary": 7}] * 2)
+    with caplog.at_level(logging.WARNING, logger="fedrouter.data.loaders"):
+        load_benchmark("multitask", local_data_dir=tmp_path / "data")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "samsum keeps only 1 of 3 rows" in warning
+    assert "2 in " in warning and "train.jsonl: column 'summary' holds int" in warning
+
+
+def test_webnlg_null_input_or_null_triple_drops_the_row(offline, tmp_path, caplog):
+    _write_hub_layout(tmp_path / "data")
+    good = {"input": ["Oslo | country | Norway"], "target": "Oslo is in Norway."}
+    rows = [good, {"input": None, "target": "t"}, {"input": ["A | b | C", None], "target": "t"}]
+    _write_jsonl(tmp_path / "data" / "webnlg" / "train.jsonl", rows)
+    with caplog.at_level(logging.WARNING, logger="fedrouter.data.loaders"):
+        pools = load_benchmark("multitask", local_data_dir=tmp_path / "data")
+    webnlg = [r for r in (*pools.train, *pools.test) if r["task"] == "webnlg"]
+    assert [r["response"] for r in webnlg] == ["Oslo is in Norway."]
+    assert "webnlg keeps only 1 of 3 rows" in caplog.text and "'input' holds" in caplog.text
+
+
+@pytest.mark.parametrize(("task", "name"), [("gigaword", "train.jsonl"), ("samsum", "train.csv")])
+def test_empty_local_file_says_it_is_empty(offline, tmp_path, task, name):
+    _write_hub_layout(tmp_path / "data")
+    (tmp_path / "data" / task / name).write_text("")
+    with pytest.raises(DataError, match=rf"{task}/{name}.*is empty"):
+        load_benchmark("multitask", local_data_dir=tmp_path / "data")
+
+
+def test_csv_with_a_header_and_no_rows_says_it_is_empty(offline, tmp_path):
+    _write_hub_layout(tmp_path / "data")
+    (tmp_path / "data" / "samsum" / "train.csv").write_text("id,dialogue,summary\n")
+    with pytest.raises(DataError, match=r"samsum/train\.csv.*is empty"):
+        load_benchmark("multitask", local_data_dir=tmp_path / "data")
+
+
+def test_non_utf8_byte_in_jsonl_names_the_file_and_line(offline, tmp_path):
+    _write_hub_layout(tmp_path / "data")
+    path = tmp_path / "data" / "gigaword" / "train.jsonl"
+    path.write_bytes(
+        b'{"document": "a .", "summary": "a"}\n{"document": "b\xff .", "summary": "b"}\n'
+    )
+    with pytest.raises(DataError, match=r"gigaword/train\.jsonl, line 2: byte 0xff is not UTF-8"):
         load_benchmark("multitask", local_data_dir=tmp_path / "data")
 
 

@@ -89,6 +89,18 @@ def test_all_linear_targets_every_linear_layer(tiny_path):
     assert modules == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
+@pytest.mark.parametrize("targets", [("nope_proj",), ("q_proj", "v_prj")])
+def test_lora_target_naming_no_module_is_a_load_error_listing_linear_modules(tiny_path, targets):
+    from fedrouter.models import load_model_and_tokenizer
+
+    spec = ModelSpec(tiny_path, load_in_4bit=False, lora_target_modules=targets)
+    with pytest.raises(ModelLoadError) as info:
+        load_model_and_tokenizer(spec)
+    message = str(info.value)
+    assert targets[-1] in message and "q_proj" not in message.split(";")[0]
+    assert "q_proj, up_proj, v_proj" in message  # the model's linear modules, sorted
+
+
 def test_qlora_training_moves_lora_only_and_lowers_loss(fresh_qlora):
     model, tokenizer, init = fresh_qlora
     rows = task_rows()

@@ -224,12 +224,12 @@ def test_per_run_details_and_wall_time(report):
     out, _ = report
     markdown = (out / "results.md").read_text()
     details = table(markdown, "Per-run details")
-    assert details["Path"][-1] == "Rounds trained per global adapter"
+    assert details["Path"][-2:] == ["Rounds trained per global adapter", "Note"]
     assert details["`a/clustered_s1`"] == [
-        "FedRouter (clustered)", "single", "1", "0.6000", "0.9000", "0.750", "1", "2, 1",
+        "FedRouter (clustered)", "single", "1", "0.6000", "0.9000", "0.750", "1", "2, 1", "—",
     ]  # fmt: skip
     # no clustering or train events: nothing invented
-    assert details["`a/clustered_s2`"][5:] == ["—", "7200", "—"]
+    assert details["`a/clustered_s2`"][5:] == ["—", "7200", "—", "—"]
     # Averaged runs only, ordered by scenario then method then seed; unfinished ones are not here.
     assert list(details)[1:] == [
         "`a/clustered_s1`", "`a/clustered_s2`", "`a/fedavg_s1`", "`a/fedavg_s2`",
@@ -332,6 +332,63 @@ def test_cli_error_on_missing_or_empty_dir(tmp_path, make_dir):
     assert len(lines) == 1 and lines[0].startswith("error: ")
 
 
+def run_report(root):
+    """Run the report CLI on ``root``; return the process and results.md's text."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedrouter.report", str(root)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    return proc, (root / "results.md").read_text()
+
+
+def test_bad_byte_in_metrics_is_skipped_and_noted(tmp_path):
+    run = write_run(tmp_path, "fedavg_s1", "fedavg", 1, final=(0.4, 0.3, 0.0))
+    with (run / "metrics.jsonl").open("ab") as stream:
+        stream.write(b'{"event": "train", "round": 1}\n{"event": "tr\xffin"}\n')
+    (record,) = collect_runs(tmp_path)
+    assert record.status == COMPLETE
+    assert record.note == "metrics.jsonl: 1 unreadable line(s) skipped (2)"
+    _, markdown = run_report(tmp_path)
+    assert table(markdown, "Per-run details")["`fedavg_s1`"][-1] == record.note
+
+
+@pytest.mark.parametrize(
+    "clustering",
+    ['{"clients": "abc"}', '{"clients": [{"global_cluster": ["x"]}]}', "[1, 2]", '{"clie'],
+)
+def test_malformed_clustering_is_noted_not_drawn(tmp_path, clustering):
+    run = write_run(tmp_path, "clustered_s1", "clustered", 1, final=(0.4, 0.3, 1.0))
+    (run / "clustering.json").write_text(clustering)
+    (record,) = collect_runs(tmp_path)
+    assert record.status == COMPLETE and record.clustering is None
+    assert record.note.startswith("clustering.json is")
+    _, markdown = run_report(tmp_path)
+    assert "clustering.json is" in table(markdown, "Per-run details")["`clustered_s1`"][-1]
+    assert not list(tmp_path.glob("cluster_map_*.png"))
+
+
+def test_truncated_config_lists_the_run_as_failed(tmp_path):
+    run = write_run(tmp_path, "fedavg_s1", "fedavg", 1, final=(0.4, 0.3, 0.0))
+    (run / "config.json").write_text('{"fedrouter_version": "0.1.0", "config": {"fed_')
+    model = tmp_path / "some_model"  # a model folder's unreadable config.json is not a run
+    model.mkdir()
+    (model / "config.json").write_text("{")
+    (record,) = collect_runs(tmp_path)
+    assert (record.path, record.status) == (run, FAILED)
+    assert "config.json is damaged" in record.note
+    _, markdown = run_report(tmp_path)
+    row = table(markdown, "Incomplete and failed runs (not averaged)")["`fedavg_s1`"]
+    assert row[3] == "failed" and "config.json is damaged" in row[5]
+
+
+def test_truncated_summary_is_damaged_not_missing(tmp_path):
+    run = write_run(tmp_path, "fedavg_s1", "fedavg", 1, final=(0.4, 0.3, 0.0))
+    (run / "summary.json").write_text('{"fed_alg": "fedavg", "fin')
+    (record,) = collect_runs(tmp_path)
+    assert record.status == FAILED
+    assert "summary.json is damaged" in record.note and "no summary.json" not in record.note
+
+
 def test_repeated_seed_keeps_newest(tmp_path):
     old = write_run(tmp_path, "fedavg_seed1", "fedavg", 1, final=(0.2, 0.1, 0.0))
     write_run(tmp_path, "fedavg_seed1_2", "fedavg", 1, final=(0.4, 0.3, 0.0))
@@ -385,3 +442,57 @@ def test_run_scenarios_skips_finished_runs(tmp_path):
         capture_output=True,
     )
     assert calls.read_text() == ""  # everything done: nothing runs
+
+
+def stub_scenarios(tmp_path, calls):
+    """Copy run_scenarios.sh beside a stand-in launcher that records its method and seeds."""
+    import shutil
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    scripts = tmp_path / "training_scripts"
+    scripts.mkdir()
+    shutil.copy(os.path.join(repo, "training_scripts", "run_scenarios.sh"), scripts)
+    (scripts / "run_flower_simulation_router.sh").write_text(
+        f'. "$1"; echo "$fed_alg $seeds" >> {calls}\n'
+    )
+    return repo, scripts / "run_scenarios.sh"
+
+
+def test_run_scenarios_stops_on_a_misspelt_base_preset(tmp_path):
+    calls = tmp_path / "calls.txt"
+    repo, script = stub_scenarios(tmp_path, calls)
+    env = {**os.environ, "methods": "fedavg", "scenarios": "single", "seeds": "111",
+           "output_root": str(tmp_path / "out")}  # fmt: skip
+    proc = subprocess.run(
+        ["sh", str(script), "configs/quickstrat.sh"], cwd=repo, env=env, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "configs/quickstrat.sh" in proc.stderr and "not found" in proc.stderr
+    assert not calls.exists()  # nothing ran
+
+
+def test_run_scenarios_sees_a_synonym_as_finished(tmp_path):
+    calls = tmp_path / "calls.txt"
+    repo, script = stub_scenarios(tmp_path, calls)
+    out = tmp_path / "out"
+    # fedrouter is stored as clustered: the launcher names the run directory so
+    done = out / "single_fedrouter_clustered_seed111"
+    done.mkdir(parents=True)
+    (done / "summary.json").write_text("{}")
+    env = {**os.environ, "methods": "fedrouter", "scenarios": "single", "seeds": "111 222",
+           "output_root": str(out)}  # fmt: skip
+    subprocess.run(["sh", str(script)], cwd=repo, env=env, check=True, capture_output=True)
+    assert calls.read_text().splitlines() == ["fedrouter 222"]
+
+
+def test_launcher_with_no_seeds_is_an_error(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    preset = tmp_path / "preset.sh"
+    preset.write_text('seeds=""\n')
+    proc = subprocess.run(
+        ["sh", "training_scripts/run_flower_simulation_router.sh", str(preset)], cwd=repo,
+        env={**os.environ, "dry_run": "1"}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: seeds is empty")

@@ -80,6 +80,8 @@ if [ $# -gt 0 ]; then
     esac
 fi
 
+# shellcheck disable=SC2086  # unquoted on purpose: a blank list is as empty as ""
+[ -n "$(echo $seeds)" ] || { echo "error: seeds is empty; set seeds=\"111 222\" (one run per seed)" >&2; exit 2; }
 [ "$dry_run" = 1 ] || mkdir -p "$output_dir" || { echo "error: cannot create output_dir '$output_dir'" >&2; exit 2; }
 export CUDA_VISIBLE_DEVICES="$gpu"
 export PYTHONUNBUFFERED=1

@@ -20,16 +20,28 @@ output_root="${output_root:-output/scenarios}"
 rerun="${rerun:-0}"
 sim_round="${sim_round:-}"   # cfl's clustering round; empty: the base preset's num_rounds / 2
 
+python_bin="${PYTHON:-python}"
+
 here="$(dirname "$0")"
-failed=""
+# Every preset is checked before anything runs, so a typo never starts the wrong experiment.
+[ -f "$base_preset" ] || { echo "error: base preset '$base_preset' not found" >&2; exit 2; }
 for scenario in $scenarios; do
     scenario_preset="configs/scenarios/${scenario}.sh"
     [ -f "$scenario_preset" ] || { echo "error: no scenario preset $scenario_preset" >&2; exit 2; }
+done
+[ -n "$(echo $seeds)" ] || { echo "error: seeds is empty; nothing to run" >&2; exit 2; }
+
+failed=""
+for scenario in $scenarios; do
+    scenario_preset="configs/scenarios/${scenario}.sh"
     for method in $methods; do
+        # The run directory carries the stored name (fedrouter is stored as clustered).
+        stored="$("$python_bin" -c 'import sys; from fedrouter.config import FED_ALG_SYNONYMS as s
+print(s.get(sys.argv[1], sys.argv[1]))' "$method" 2>/dev/null)" || stored="$method"
         todo=""
         for seed in $seeds; do
             if [ "$rerun" = 1 ] || \
-                [ ! -f "$output_root/${scenario}_${method}_${method}_seed${seed}/summary.json" ]; then
+                [ ! -f "$output_root/${scenario}_${method}_${stored}_seed${seed}/summary.json" ]; then
                 todo="$todo $seed"
             fi
         done

@@ -14,13 +14,17 @@ one format per task folder, in the Hub's columns:
     gigaword  document, summary
 
 Extra columns are ignored. With `local_data_dir`, every task must be present locally.
+Unusable rows are dropped; a task that keeps none of its rows is an error, and one that keeps
+fewer than half gets a warning, each naming the file, the column and the type found.
 """
 
 from __future__ import annotations
 
+import codecs
 import functools
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +65,10 @@ class _Source(Protocol):
         """Return the usable rows among the examples at `indices`, in that order."""
         ...
 
+    def why_dropped(self, indices: Sequence[int]) -> str:
+        """Say which file, column and type made the examples at `indices` unusable."""
+        ...
+
 
 class _RowSource:
     """Rows that are already in memory (the synthetic benchmark)."""
@@ -74,29 +82,52 @@ class _RowSource:
     def rows(self, indices: Sequence[int]) -> list[Row]:
         return [self._rows[i] for i in indices]
 
+    def why_dropped(self, indices: Sequence[int]) -> str:
+        return "generated rows are never dropped"
+
 
 class _DatasetSource:
-    """One or more `datasets.Dataset` parts of a task, mapped to rows on demand."""
+    """One or more `datasets.Dataset` parts of a task, mapped to rows on demand.
 
-    def __init__(self, spec: TaskSpec, parts: list[Dataset]) -> None:
+    `names` says where each part came from (a file, or the Hub id), for messages.
+    """
+
+    def __init__(self, spec: TaskSpec, parts: list[Dataset], names: list[str]) -> None:
         self._spec = spec
         self._parts = parts
+        self._names = names
 
     def __len__(self) -> int:
         return sum(len(part) for part in self._parts)
 
-    def rows(self, indices: Sequence[int]) -> list[Row]:
-        examples: dict[int, dict] = {}
+    def _examples(self, indices: Sequence[int]) -> list[tuple[str, dict]]:
+        """Return (where from, example) for each index, in the order of `indices`."""
+        examples: dict[int, tuple[str, dict]] = {}
         offset = 0
-        for part in self._parts:
+        for part, name in zip(self._parts, self._names, strict=True):
             wanted = [i for i in indices if offset <= i < offset + len(part)]
             # `select` + `to_list` converts only the requested examples, not the whole split.
             if wanted:
                 selected = part.select([i - offset for i in wanted]).to_list()
-                examples.update(zip(wanted, selected, strict=True))
+                examples.update((i, (name, ex)) for i, ex in zip(wanted, selected, strict=True))
             offset += len(part)
-        mapped = (self._spec.to_row(examples[i]) for i in indices)
+        return [examples[i] for i in indices]
+
+    def rows(self, indices: Sequence[int]) -> list[Row]:
+        mapped = (self._spec.to_row(example) for _, example in self._examples(indices))
         return [row for row in mapped if row is not None]  # unusable examples are dropped
+
+    def why_dropped(self, indices: Sequence[int]) -> str:
+        causes: Counter[tuple[str, str, str]] = Counter()
+        for name, example in self._examples(indices):
+            if self._spec.to_row(example) is None:
+                causes[(name, *self._spec.why_unusable(example))] += 1
+        return "; ".join(
+            f"{count} in {name}: column {column!r} holds {found}"
+            if column
+            else f"{count} in {name}: {found}"
+            for (name, column, found), count in causes.most_common(3)
+        )
 
 
 def _synthetic_sources(specs: list[TaskSpec], local_data_dir: str | None) -> dict[str, _Source]:
@@ -112,14 +143,22 @@ def _synthetic_sources(specs: list[TaskSpec], local_data_dir: str | None) -> dic
 def _hub_or_local_sources(specs: list[TaskSpec], local_data_dir: str | None) -> dict[str, _Source]:
     """Open every task from local files when a directory is given, else from the Hub."""
     if local_data_dir is None:
-        return {spec.name: _DatasetSource(spec, [_read_hub(spec)]) for spec in specs}
+        return {
+            spec.name: _DatasetSource(spec, [_read_hub(spec)], [spec.describe_source()])
+            for spec in specs
+        }
     root = Path(local_data_dir).expanduser()
     if not root.is_dir():
         raise DataError(
             f"local_data_dir {str(root)!r} does not exist or is not a directory; expected "
             f"{root}/<task>/{_FORMATS_HINT} for tasks {', '.join(s.name for s in specs)}"
         )
-    return {spec.name: _DatasetSource(spec, _read_local_task(spec, root)) for spec in specs}
+    sources = {}
+    for spec in specs:
+        files = _local_files(spec, root)
+        parts = [_read_local_file(spec, path) for path in files]
+        sources[spec.name] = _DatasetSource(spec, parts, [str(path) for path in files])
+    return sources
 
 
 _SOURCE_READERS: dict[str, Callable[[list[TaskSpec], str | None], dict[str, _Source]]] = {
@@ -159,8 +198,8 @@ def _read_hub(spec: TaskSpec) -> Dataset:
     return dataset.select_columns(list(spec.required_columns))
 
 
-def _read_local_task(spec: TaskSpec, root: Path) -> list[Dataset]:
-    """Load every file of one task folder, one `Dataset` per file."""
+def _local_files(spec: TaskSpec, root: Path) -> list[Path]:
+    """Return the files of one task folder, all of one format."""
     task_dir = root / spec.name
     files = (
         sorted(p for p in task_dir.iterdir() if p.suffix in LOCAL_FORMATS)
@@ -176,17 +215,59 @@ def _read_local_task(spec: TaskSpec, root: Path) -> list[Dataset]:
     if len(builders) > 1:
         raise DataError(f"{task_dir} mixes file formats ({', '.join(sorted(builders))}); use one")
     logger.info("Loading task %s from %d local file(s) in %s", spec.name, len(files), task_dir)
-    return [_read_local_file(spec, path) for path in files]
+    return files
+
+
+def _check_utf8(path: Path) -> None:
+    """Raise a DataError naming the line of a text file's first byte that is not UTF-8.
+
+    pyarrow reads such bytes without complaint and fails only when a row is converted.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with path.open("rb") as stream:
+        try:
+            while chunk := stream.read(1 << 20):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+            return
+        except UnicodeDecodeError:
+            pass  # rare: find the line, reading the file again line by line
+        stream.seek(0)
+        for number, line in enumerate(stream, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"{path}, line {number}: byte 0x{line[err.start]:02x} is not UTF-8; "
+                    "save the file as UTF-8"
+                ) from None
+        raise DataError(f"{path} ends inside a UTF-8 character; save the file as UTF-8")
+
+
+def _holds_no_rows(path: Path) -> bool:
+    """Return whether a text file is blank, or a CSV holds at most its header."""
+    text = path.read_text(encoding="utf-8", errors="replace").strip()
+    return len(text.splitlines()) <= 1 if path.suffix == ".csv" else text in ("", "[]")
 
 
 def _read_local_file(spec: TaskSpec, path: Path) -> Dataset:
     """Load one local file and keep the task's columns."""
     import datasets  # lazy, as in _read_hub
 
+    empty = f"{path} (task {spec.name!r}) is empty: no rows; expected columns {_columns_hint(spec)}"
+    if path.stat().st_size == 0:
+        raise DataError(empty)
+    if path.suffix != ".parquet":
+        _check_utf8(path)
     try:
         dataset = datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path))["train"]
     except Exception as err:
-        raise DataError(f"Could not read {path} for task {spec.name!r}: {err}") from err
+        if path.suffix != ".parquet" and _holds_no_rows(path):
+            raise DataError(empty) from err
+        reason = str(err).strip() or type(err).__name__
+        raise DataError(f"Could not read {path} for task {spec.name!r}: {reason}") from err
+    if len(dataset) == 0:
+        raise DataError(empty)
     _check_columns(spec, dataset.column_names, str(path))
     return dataset.select_columns(list(spec.required_columns))
 
@@ -212,6 +293,19 @@ def _pool(spec: TaskSpec, source: _Source) -> list[Row]:
         indices = list(range(n))
     rows = source.rows(indices)
     logger.info("Task %s: %d of %d examples in the pool", spec.name, len(rows), n)
+    if not rows:
+        raise DataError(
+            f"Task {spec.name!r} keeps none of its {len(indices)} rows; dropped "
+            f"{source.why_dropped(indices)}"
+        )
+    if 2 * len(rows) < len(indices):
+        logger.warning(
+            "Task %s keeps only %d of %d rows; dropped %s",
+            spec.name,
+            len(rows),
+            len(indices),
+            source.why_dropped(indices),
+        )
     return rows
 
 

@@ -45,6 +45,9 @@ class TaskSpec:
     hub_data_files: Mapping[str, str] | None = None  # split -> pattern inside the repo
     mapper: Mapper | None = field(default=None, repr=False)  # example -> (instr., response)
     required_columns: tuple[str, ...] = ()
+    # column -> the Python types its cells may hold (as `datasets` returns them); used to say
+    # why rows were dropped. A column not listed here holds text.
+    column_types: Mapping[str, tuple[type, ...]] = field(default_factory=dict)
     phrasing: str = ""  # the task sentence of the "phrased" instruction format
     pool_size: int | None = None  # rows kept after a seed-0 shuffle; None keeps them all
 
@@ -60,6 +63,24 @@ class TaskSpec:
         if not instruction.strip() or not response.strip():
             return None
         return {"instruction": instruction, "response": response, "task": self.name}
+
+    def why_unusable(self, example: Mapping[str, Any]) -> tuple[str, str]:
+        """Return the column that makes an unusable example unusable, and what it holds."""
+        for column in self.required_columns:
+            value = example[column]
+            expected = self.column_types.get(column, (str,))
+            if value is None or (isinstance(value, float) and value != value):  # NaN: CSV gap
+                return column, "null"
+            if not isinstance(value, expected):
+                names = " or ".join(t.__name__ for t in expected)
+                return column, f"{type(value).__name__} (e.g. {value!r:.40}; expected {names})"
+            if isinstance(value, str) and not value.strip():
+                return column, "empty text"
+            if isinstance(value, list) and (
+                not value or not all(isinstance(v, str) for v in value)
+            ):
+                return column, "an empty list or a null item"
+        return "", "values the task does not take (a qqp label other than 0 or 1?)"
 
     def phrase(self, instruction: str) -> str:
         """Return the "phrased" form of a raw instruction: the task sentence, then the input."""
@@ -94,11 +115,14 @@ def _qqp(example: Mapping[str, Any]) -> tuple[str, str] | None:
     return instruction, "Yes" if label == 1 else "No"
 
 
-def _webnlg(example: Mapping[str, Any]) -> tuple[str, str]:
+def _webnlg(example: Mapping[str, Any]) -> tuple[str, str] | None:
     """Map a GEM WebNLG example: the triple list written as a Python list, to the target."""
     triples = example["input"]
-    text = triples if isinstance(triples, str) else str(list(triples)) if triples else ""
-    return text, _text(example["target"])
+    if isinstance(triples, str):
+        return triples, _text(example["target"])
+    if not triples or not isinstance(triples, list) or not all(isinstance(t, str) for t in triples):
+        return None  # a null input, or a null triple that would read "None" in the prompt
+    return str(triples), _text(example["target"])
 
 
 def _samsum(example: Mapping[str, Any]) -> tuple[str, str]:
@@ -121,6 +145,7 @@ _MULTITASK = (
         hub_config="qqp",
         mapper=_qqp,
         required_columns=("question1", "question2", "label"),
+        column_types={"label": (int,)},
         phrasing="Are these two questions semantically equivalent?",
         pool_size=30_000,
     ),
@@ -151,6 +176,7 @@ _MULTITASK = (
         hub_data_files={"train": "en/train/*.parquet"},
         mapper=_webnlg,
         required_columns=("input", "target"),
+        column_types={"input": (list, str)},
         phrasing="Organize this data into a readable text:",
     ),
 )
