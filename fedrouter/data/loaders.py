@@ -30,11 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-
 from fedrouter.data.errors import DataError
 from fedrouter.data.registry import INSTRUCTION_FORMATS, POOL_ORDER, TaskSpec, tasks_for
-from fedrouter.data.sampling import balanced_quotas
+from fedrouter.data.sampling import balanced_quotas, permuted
 from fedrouter.data.synthetic import generate_synthetic
 
 if TYPE_CHECKING:
@@ -288,7 +286,7 @@ def _pool(spec: TaskSpec, source: _Source) -> list[Row]:
     n = len(source)
     if spec.pool_size is not None and n > spec.pool_size:
         # datasets' `shuffle(seed=0).select(range(k))` draws this very permutation
-        indices = np.random.default_rng(0).permutation(n)[: spec.pool_size].tolist()
+        indices = permuted(range(n), 0)[: spec.pool_size]
     else:
         indices = list(range(n))
     rows = source.rows(indices)
@@ -307,11 +305,6 @@ def _pool(spec: TaskSpec, source: _Source) -> list[Row]:
             source.why_dropped(indices),
         )
     return rows
-
-
-def _permuted(rows: Sequence[Row], seed: int) -> list[Row]:
-    """Return rows in the order `datasets.Dataset.shuffle(seed=seed)` gives them."""
-    return [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
 
 
 def _cap_balanced(rows: list[Row], dataset_sample: int) -> list[Row]:
@@ -360,7 +353,7 @@ def _load_cached(
     sources = _SOURCE_READERS[dataset_name](specs, local_data_dir)
     by_name = {spec.name: spec for spec in specs}
     # The reference's get_dataset: the pools, concatenated in its order, shuffled with seed 0.
-    rows = _permuted(
+    rows = permuted(
         [row for name in POOL_ORDER[dataset_name] for row in _pool(by_name[name], sources[name])],
         0,
     )
@@ -373,7 +366,7 @@ def _load_cached(
         ]
     # One global train/test split with seed 0, as `train_test_split(test_size, seed=0)` does.
     n_test = math.ceil((1.0 - train_split) * len(rows))
-    order = np.random.default_rng(0).permutation(len(rows))
+    order = permuted(range(len(rows)), 0)
     return Pools(
         train=tuple(rows[i] for i in order[n_test:]), test=tuple(rows[i] for i in order[:n_test])
     )

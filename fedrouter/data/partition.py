@@ -31,10 +31,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from fedrouter.data.errors import DataError
 from fedrouter.data.registry import ROW_KEYS
+from fedrouter.data.sampling import permuted
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +73,6 @@ class ClientData:
     train: list[Row]
     test: list[Row]
     tasks: tuple[str, ...]  # sorted task names present in `train`
-
-
-def permuted(rows: Sequence[Row], seed: int) -> list[Row]:
-    """Return rows in the order `datasets.Dataset.shuffle(seed=seed)` gives them."""
-    return [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
 
 
 def shard(rows: Sequence[Row], num_shards: int, index: int) -> list[Row]:

@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+def permuted(items: Sequence[T], seed: int) -> list[T]:
+    """Return items in the order `datasets.Dataset.shuffle(seed=seed)` gives them.
+
+    That shuffle selects `np.random.default_rng(seed).permutation(len(items))`; drawing the
+    same permutation replays the reference's shuffles without building a Dataset.
+    """
+    return [items[i] for i in np.random.default_rng(seed).permutation(len(items))]
 
 
 def derived_rng(seed: int, *purpose: object) -> random.Random:
