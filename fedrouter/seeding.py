@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-import numpy as np
+from fedrouter.data.sampling import permuted
 
 SEEDINGS: tuple[str, ...] = ("reference", "run")
 REFERENCE_LORA_SEED = 2025
@@ -35,18 +35,23 @@ def kmeans_seed(cfg, partition_id: int | None = None) -> tuple[int, int | str]:
     return cfg.seed + (partition_id or 0), RUN_KMEANS_N_INIT
 
 
+def _call_seed(cfg, server_round: int, partition_id: int) -> int:
+    """Return the run-seeded seed of one client's training call in one round."""
+    return cfg.seed * 100_003 + server_round * 1_009 + partition_id
+
+
 def trainer_seed(cfg, server_round: int, partition_id: int) -> int:
     """Return the trainer's seed (batch order, dropout) for one local training call."""
     if cfg.seeding == "reference":
         return REFERENCE_TRAINER_SEED
-    return cfg.seed * 100_003 + server_round * 1_009 + partition_id
+    return _call_seed(cfg, server_round, partition_id)
 
 
 def round_sample(rows: Sequence[dict], n: int, cfg, server_round: int, partition_id: int):
     """Return the rows one training call uses this round: at most ``n`` of ``rows``."""
     if cfg.seeding == "reference":
         return reference_round_sample(rows, n, server_round)
-    rng = random.Random(cfg.seed * 100_003 + server_round * 1_009 + partition_id)
+    rng = random.Random(_call_seed(cfg, server_round, partition_id))
     if len(rows) > n:
         return rng.sample(list(rows), n)
     picked = list(rows)
@@ -60,7 +65,6 @@ def reference_round_sample(rows: Sequence[dict], n: int, server_round: int) -> l
     As ``cluster_dataset.shuffle(seed=round)`` (datasets' numpy permutation) followed by
     ``random.seed(round); random.sample(range(len), min(n, len))``.
     """
-    order = np.random.default_rng(server_round).permutation(len(rows))
-    shuffled = [rows[i] for i in order]
+    shuffled = permuted(rows, server_round)
     picks = random.Random(server_round).sample(range(len(shuffled)), min(n, len(shuffled)))
     return [shuffled[i] for i in picks]
