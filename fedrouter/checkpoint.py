@@ -72,6 +72,16 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
     return Checkpoint(int(meta["server_round"]), arrays, meta)
 
 
+def read_checkpoint_round(run_dir: Path) -> int | None:
+    """Return the round a run's checkpoint holds, reading its metadata only (None if unreadable)."""
+    path = Path(run_dir) / CHECKPOINT
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return int(json.loads(bytes(data[_META]).decode())["server_round"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return None
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
     """List the config keys whose values differ, ignoring those free to change on resume."""
     keys = sorted((set(saved) | set(current)) - set(RESUME_FREE_FIELDS))

@@ -538,16 +538,22 @@ def _debug_requested(argv: Sequence[str]) -> bool:
     return False
 
 
-def run_cli(main_fn: Callable[[Config], T], argv: Sequence[str] | None = None) -> T:
-    """Call `main_fn(parse_args(argv))`; report a FedRouterError as one line and exit 2."""
-    args = list(sys.argv[1:] if argv is None else argv)
+def report_errors(fn: Callable[[], T], debug: bool = False) -> T:
+    """Call ``fn()``; report a FedRouterError as one line (and its traceback if debugging)
+    on stderr and exit 2."""
     try:
-        return main_fn(parse_args(args))
+        return fn()
     except FedRouterError as exc:
-        if _debug_requested(args):
+        if debug:
             sys.stderr.write(traceback.format_exc())
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
         raise SystemExit(2) from None
+
+
+def run_cli(main_fn: Callable[[Config], T], argv: Sequence[str] | None = None) -> T:
+    """Call `main_fn(parse_args(argv))`; report a FedRouterError as one line and exit 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return report_errors(lambda: main_fn(parse_args(args)), _debug_requested(args))
 
 
 def _print_config(config: Config) -> None:

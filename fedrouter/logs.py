@@ -36,3 +36,41 @@ def setup_logging(debug: bool = False) -> None:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class HeldRecords(logging.Handler):
+    """Hold log records until the run's log exists, then replay them there.
+
+    Until ``replay``, it stands in for the handlers of the root and ``fedrouter`` loggers.
+    ``replay()`` puts those back and passes each held record to them; ``replay(level)``
+    replays only the records at ``level`` or above (a run that fails before its log exists
+    shows its warnings on the terminal, not its progress).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self._saved = {}
+        for name in ("", "fedrouter"):
+            logger = logging.getLogger(name)
+            self._saved[name] = logger.handlers[:]
+            logger.handlers[:] = [self]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def replay(self, min_level: int = logging.NOTSET) -> None:
+        """Restore the handlers and replay the held records at ``min_level`` or above."""
+        if not self._saved:
+            return
+        for name, handlers in self._saved.items():
+            logging.getLogger(name).handlers[:] = handlers
+        self._saved = {}
+        for record in self.records:
+            if record.levelno < min_level:
+                continue
+            owner = "fedrouter" if record.name.startswith("fedrouter") else ""
+            for handler in logging.getLogger(owner).handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+        self.records.clear()

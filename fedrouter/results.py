@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,17 +72,33 @@ def check_writable(output_dir: str | os.PathLike) -> Path:
     return root
 
 
-def new_run_dir(output_dir: str | os.PathLike, name: str) -> Path:
-    """Create a fresh run folder ``name`` (or ``name_2``, ``name_3``...); never reuse one."""
+def new_run_dir(
+    output_dir: str | os.PathLike, name: str, log_for: Callable[[int], Path] | None = None
+) -> Path:
+    """Create a fresh run folder ``name`` (or ``name_2``, ``name_3``...); never reuse one.
+
+    With ``log_for``, the ``n``-th folder comes with the log ``log_for(n)``, created empty here:
+    a number whose folder or log exists already is skipped, so that no run, concurrent or
+    earlier, ever shares a log with another.
+    """
     root = check_writable(output_dir)
-    candidate, n = root / name, 1
+    n = 1
     while True:
+        candidate = root / (name if n == 1 else f"{name}_{n}")
         try:
             candidate.mkdir()
-            return candidate
         except FileExistsError:
             n += 1
-            candidate = root / f"{name}_{n}"
+            continue
+        if log_for is None:
+            return candidate
+        try:
+            log_for(n).parent.mkdir(parents=True, exist_ok=True)
+            with open(log_for(n), "x"):
+                return candidate
+        except FileExistsError:
+            candidate.rmdir()
+            n += 1
 
 
 def save_adapter_dir(path: Path, arrays: Mapping[str, np.ndarray], lora_config) -> None:

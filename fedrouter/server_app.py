@@ -55,11 +55,11 @@ def make_server_app(
     return app
 
 
-def server_run_dir(cfg: Config) -> Path:
-    """Return the run folder: the one to resume, or a new one."""
+def server_run_dir(cfg: Config, log_for=None) -> Path:
+    """Return the run folder: the one to resume, or a new one (with its log, see new_run_dir)."""
     if cfg.resume:
         return find_run_to_resume(cfg.output_dir, run_name(cfg), cfg.to_dict())
-    return new_run_dir(cfg.output_dir, run_name(cfg))
+    return new_run_dir(cfg.output_dir, run_name(cfg), log_for)
 
 
 app = make_server_app()  # the component `flwr run` loads; simulation.py builds its own

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from fedrouter.config import Config, run_cli
-from fedrouter.logs import setup_logging
+from fedrouter.logs import HeldRecords, setup_logging
 from fedrouter.preflight import preflight
 from fedrouter.results import RunRecorder
 
@@ -39,22 +39,42 @@ def backend_config(cfg: Config) -> dict:
     }
 
 
-def run(cfg: Config, client_app=None) -> Path:
+def run(cfg: Config, client_app=None, *, log_file=None, on_claim=None) -> Path:
     """Run one seed end to end and return its run directory.
 
     ``client_app`` replaces the project's ClientApp (library use, e.g. a wrapped app in tests).
+    With ``log_file``, the run claims its own log beside its run directory (see
+    ``fedrouter.supervise``), says both on stdout, and writes all further output there.
+    ``on_claim(run_dir, log)`` is called once both exist.
     """
     setup_logging(cfg.debug)
     start = time.perf_counter()
-    cfg, base_path = preflight(cfg)
+    held = HeldRecords() if log_file else None  # the preflight's lines belong in the log
+    try:
+        cfg, base_path = preflight(cfg)
+        from fedrouter.server_app import run_name, server_run_dir
+        from fedrouter.supervise import log_for_suffix, run_suffix, send_output_to
+
+        log_for = (lambda n: log_for_suffix(log_file, n)) if log_file else None
+        run_dir = server_run_dir(cfg, log_for)
+        log = log_for(run_suffix(run_dir, run_name(cfg))) if log_for else None
+    except BaseException:
+        if held is not None:
+            held.replay(logging.WARNING)
+        raise
+    if not cfg.resume:
+        RunRecorder(run_dir).write_config(cfg.to_dict(), {"base_model_path": base_path})
+    if log is not None:
+        sys.stdout.write(f"fedrouter: seed {cfg.seed} runs in {run_dir}; log: {log}\n")
+        send_output_to(log, resumed=cfg.resume)
+        held.replay()
     from flwr.simulation import run_simulation
 
     from fedrouter.client_app import make_client_app
-    from fedrouter.server_app import make_server_app, server_run_dir
+    from fedrouter.server_app import make_server_app
 
-    run_dir = server_run_dir(cfg)
-    if not cfg.resume:
-        RunRecorder(run_dir).write_config(cfg.to_dict(), {"base_model_path": base_path})
+    if on_claim is not None:
+        on_claim(run_dir, log)
     logger.info("run directory: %s%s", run_dir, " (resuming)" if cfg.resume else "")
     run_simulation(
         server_app=make_server_app(cfg, run_dir, base_path),
@@ -68,8 +88,22 @@ def run(cfg: Config, client_app=None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse the flags and run one seed."""
-    run_cli(run, argv if argv is not None else sys.argv[1:])
+    """Parse the flags and run one seed under a supervisor that Ctrl-C stops cleanly.
+
+    ``--log_file PATH`` (the launcher's): the run's own log, see ``fedrouter.supervise``.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    log_file = None
+    if "--log_file" in args:
+        i = args.index("--log_file")
+        if i + 1 >= len(args) or not args[i + 1] or args[i + 1].startswith("--"):
+            sys.stderr.write("error: --log_file needs a path\n")
+            raise SystemExit(2)
+        log_file = os.path.expanduser(args[i + 1])
+        del args[i : i + 2]
+    from fedrouter.supervise import supervise
+
+    raise SystemExit(run_cli(lambda cfg: supervise(cfg, log_file), args))
 
 
 if __name__ == "__main__":

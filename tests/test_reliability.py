@@ -87,9 +87,15 @@ def test_resume_after_sigkill_equals_uninterrupted_run(reference, tmp_path):
     run = only_run(tmp_path)
     assert not (run / "summary.json").exists()
 
-    resumed = subprocess.run(command(tmp_path, "--resume", "True"), capture_output=True, text=True)
+    assert_resume_finishes_like(reference, tmp_path, run)
+
+
+def assert_resume_finishes_like(reference: Path, out: Path, run: Path, *extra: str) -> None:
+    """Resume the run in ``out`` and check it ends with the uninterrupted run's results."""
+    again = command(out, "--resume", "True", *extra)
+    resumed = subprocess.run(again, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert only_run(tmp_path) == run  # same run directory, continued
+    assert only_run(out) == run  # same run directory, continued
     events = read_metrics(run)
     assert any(e["event"] == "resume" for e in events)
     got = comparable(events, ("train", "eval"))
@@ -143,3 +149,42 @@ def test_too_many_failures_stop_the_round_loudly(tmp_path, tiny_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert "fewer than min_fit_clients=4" in proc.stderr
+
+
+@pytest.mark.slow  # two simulations per signal
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_within_seconds_and_the_run_resumes(reference, tmp_path, sig):
+    import psutil
+
+    log = tmp_path / "stop_seed111_log.txt"
+    proc = subprocess.Popen(
+        command(tmp_path, "--log_file", str(log)), start_new_session=True, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline, saved = time.monotonic() + 600, None
+    while time.monotonic() < deadline and proc.poll() is None:
+        runs = [p for p in tmp_path.iterdir() if (p / "checkpoint.npz").exists()]
+        if runs and load_checkpoint(runs[0]).server_round >= 1:
+            saved = load_checkpoint(runs[0]).server_round
+            break
+        time.sleep(0.1)
+    assert saved is not None and saved < 4, "the run ended before the signal"
+    started = psutil.Process(proc.pid).children(recursive=True)
+    assert any("raylet" in p.name() for p in started)  # Ray is up: its processes must go too
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == 128 + sig
+    assert "Traceback" not in stderr
+    [line] = [s for s in stderr.splitlines() if s.startswith("fedrouter: stopped")]
+    assert f"stopped by {sig.name} after round" in line and "--resume True" in line, stderr
+    time.sleep(0.5)
+    left = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert left == [], [p.name() for p in left]
+    run = only_run(tmp_path)
+    held = load_checkpoint(run).server_round  # loads: the checkpoint is intact
+    assert f"holds round {held}" in line
+    assert not [p.name for p in run.rglob(".*")]  # no temporary file of a write cut short
+    assert line in log.read_text()  # the log says how it ended too
+    assert_resume_finishes_like(reference, tmp_path, run, "--log_file", str(log))

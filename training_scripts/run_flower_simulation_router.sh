@@ -5,7 +5,8 @@
 #
 # Edit the variables below, or pass a preset (a small shell file that overrides some of
 # them, e.g. configs/quickstart.sh). Each seed writes ${output_dir}/${sim_alias}_seed${seed}_log.txt
-# and a run directory ${output_dir}/${sim_alias}_${fed_alg}_seed${seed}/ (see README).
+# and a run directory ${output_dir}/${sim_alias}_${fed_alg}_seed${seed}/ (see README); a later or
+# concurrent run of the same name gets its own pair, suffixed _2, _3...
 # The defaults are the experiment of the paper's own code (README, "Fidelity to the
 # reference implementation").
 
@@ -89,7 +90,7 @@ export PYTHONUNBUFFERED=1
 [ "$dry_run" = 1 ] || echo "Starting Flower simulation (fed_alg=$fed_alg, seeds: $seeds)"
 for seed in $seeds; do
     log="$output_dir/${sim_alias}_seed${seed}_log.txt"
-    [ "$dry_run" = 1 ] || echo "===== seed $seed: running, log in $log ====="
+    [ "$dry_run" = 1 ] || echo "===== seed $seed ====="
     set -- \
         --learning_rate "$lr" \
         --model_name_or_path "$model_name_or_path" \
@@ -140,13 +141,14 @@ for seed in $seeds; do
         printf '%s\n' "$@" $extra_args
         continue
     fi
+    # The run claims its log: $log, or ${log%_log.txt}_2_log.txt... beside a run directory of
+    # the same suffix, so that no other run's log is ever written over. It prints both paths,
+    # then writes everything else there; Ctrl-C stops it within seconds (resume=True goes on).
     # shellcheck disable=SC2086
-    "$python_bin" -m fedrouter.simulation "$@" $extra_args > "$log" 2>&1
+    "$python_bin" -m fedrouter.simulation "$@" $extra_args --log_file "$log"
     status=$?
     if [ $status -ne 0 ]; then
-        echo "error: seed $seed failed (exit $status). Read $log:" >&2
-        tail -n 5 "$log" >&2
+        echo "error: seed $seed stopped (exit $status); no further seed runs" >&2
         exit $status
     fi
-    echo "===== seed $seed: finished; $(grep -o 'results in .*' "$log" | tail -n 1) ====="
 done

@@ -1,0 +1,238 @@
+"""Run one seed in a child process that Ctrl-C and SIGTERM stop within seconds.
+
+``python -m fedrouter.simulation`` runs here. The run itself (preflight, the Flower simulation,
+Ray and its workers) lives in a child process with its own session, so that a terminal's Ctrl-C
+reaches only this supervisor. On SIGINT or SIGTERM the supervisor kills the child and every
+process it started (Ray's included), removes the temporary files of writes cut short, and
+prints one line: the round the run reached and how to resume it. Every file of the run
+directory is written atomically, so the last checkpoint is intact.
+
+With ``--log_file``, the child claims its run directory and its own log together (``name``,
+``name_2``... beside ``X_log.txt``, ``X_2_log.txt``...), so concurrent or repeated runs never
+write into another run's log; a resumed run appends to its run's log.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from fedrouter.checkpoint import CHECKPOINT, read_checkpoint_round
+from fedrouter.config import Config
+
+STOP_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def log_for_suffix(log_file: str | os.PathLike, n: int) -> Path:
+    """Return the log of the ``n``-th run of a name: ``X_log.txt``, then ``X_2_log.txt``..."""
+    path = Path(log_file)
+    if n == 1:
+        return path
+    if path.name.endswith("_log.txt"):
+        return path.with_name(f"{path.name[: -len('_log.txt')]}_{n}_log.txt")
+    return path.with_name(f"{path.stem}_{n}{path.suffix}")
+
+
+def run_suffix(run_dir: Path, name: str) -> int:
+    """Return ``n`` of a run folder named ``name`` (1) or ``name_<n>``."""
+    if run_dir.name == name:
+        return 1
+    tail = run_dir.name[len(name) + 1 :]
+    return int(tail) if tail.isdigit() else 1
+
+
+def send_output_to(log: Path, *, resumed: bool) -> None:
+    """Append everything this process (and any process it starts) writes to ``log``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    if resumed:
+        os.write(fd, f"===== resumed {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def die_with(parent: int) -> None:
+    """Have the kernel SIGKILL this process when ``parent`` dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
+
+
+def _child(cfg: Config, log_file: str | None, conn, parent: int) -> None:
+    """The child's body: its own session, then the run; the run directory goes to the parent."""
+    os.setsid()  # a terminal's Ctrl-C goes to the foreground group: the supervisor alone
+    die_with(parent)  # ...and a supervisor killed outright takes the run (and Ray's) with it
+    from fedrouter.config import report_errors
+    from fedrouter.simulation import run
+
+    def claimed(run_dir: Path, log: Path | None) -> None:
+        conn.send({"run_dir": str(run_dir), "log": str(log) if log else None})
+
+    report_errors(lambda: run(cfg, log_file=log_file, on_claim=claimed), cfg.debug)
+
+
+def descendants(pid: int) -> list:
+    """Return the processes below ``pid``, children first."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kill_tree(pid: int, timeout: float = 5.0) -> None:
+    """SIGKILL ``pid``, its process group and every descendant, and wait for them to go."""
+    import psutil
+
+    procs = descendants(pid)
+    try:
+        procs.insert(0, psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        pass
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the child leads its own group: catch late forks
+    except (ProcessLookupError, PermissionError):
+        pass
+    psutil.wait_procs(procs, timeout=timeout)
+
+
+def remove_partial_writes(run_dir: Path) -> list[Path]:
+    """Delete the temporary files and folders of atomic writes that a kill cut short."""
+    removed = []
+    folders = [run_dir, *sorted((run_dir / "adapters").glob("round_*"))]
+    for folder in folders:
+        for entry in folder.glob(".*"):
+            if entry.is_dir():
+                import shutil
+
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def rounds_finished(run_dir: Path) -> int:
+    """Return the last round that metrics.jsonl records as trained (0 if none)."""
+    path = run_dir / "metrics.jsonl"
+    last = 0
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "round" and event.get("phase", "train") == "train":
+            last = max(last, int(event.get("round", 0)))
+    return last
+
+
+def stop_message(signum: int, cfg: Config, run_dir: Path | None) -> str:
+    """One line: which signal stopped the run, the round it reached, and how to resume."""
+    name = signal.Signals(signum).name
+    if run_dir is None:
+        return f"fedrouter: stopped by {name} before the run started; nothing to resume"
+    done = rounds_finished(run_dir)
+    saved = read_checkpoint_round(run_dir)
+    if saved is None:
+        return (
+            f"fedrouter: stopped by {name} in round {done + 1} of {cfg.num_rounds}, before the "
+            f"first checkpoint; nothing to resume: rerun from the start ({run_dir})"
+        )
+    later = f" (rounds {saved + 1}..{done} rerun)" if done > saved else ""
+    return (
+        f"fedrouter: stopped by {name} after round {max(done, saved)} of {cfg.num_rounds}; "
+        f"{run_dir}/{CHECKPOINT} holds round {saved}{later}. To resume, rerun the same "
+        f"command with --resume True (in the launcher: resume=True)"
+    )
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    """Return the last lines of a text file, or an empty string."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def supervise(cfg: Config, log_file: str | None = None) -> int:
+    """Run one seed in a child process; return its exit code (130/143 when stopped)."""
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    args = (cfg, log_file, send, os.getpid())
+    child = ctx.Process(target=_child, args=args, name="fedrouter-run")
+    claim: dict = {}
+    open_pipe = [True]
+
+    def drain(timeout: float = 0.0) -> None:
+        """Take what the child sent; note when it closed its end."""
+        while open_pipe[0] and receive.poll(timeout):
+            try:
+                claim.update(receive.recv())
+            except (EOFError, OSError):
+                open_pipe[0] = False
+            timeout = 0.0
+
+    def stop(signum, _frame) -> None:
+        for sig in STOP_EXIT:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
+        drain()
+        if child.pid is not None:
+            kill_tree(child.pid)
+        run_dir = Path(claim["run_dir"]) if claim.get("run_dir") else None
+        if run_dir is not None:
+            remove_partial_writes(run_dir)
+        line = stop_message(signum, cfg, run_dir)
+        if claim.get("log"):
+            with open(claim["log"], "a") as handle:
+                handle.write(line + "\n")
+        sys.stdout.flush()
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+        os._exit(STOP_EXIT[signal.Signals(signum)])
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_EXIT}
+    try:
+        child.start()
+        send.close()
+        while child.is_alive():
+            drain(0.2)
+            if not open_pipe[0]:
+                child.join(0.2)
+        child.join()
+        drain()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    code = child.exitcode if child.exitcode >= 0 else 128 - child.exitcode
+    if claim.get("run_dir"):
+        kill_tree(child.pid, timeout=2.0)  # nothing the run started outlives it
+        remove_partial_writes(Path(claim["run_dir"]))
+        if code == 0:
+            done = f"fedrouter: seed {cfg.seed} finished; results in {claim['run_dir']}"
+            sys.stdout.write(done + "\n")
+        else:
+            log = Path(claim["log"]) if claim.get("log") else None
+            where = f"; the last lines of {log}:\n{tail(log)}" if log else ""
+            sys.stderr.write(f"error: seed {cfg.seed} failed (exit {code}){where}\n")
+    return code
