@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 
 
@@ -73,4 +74,21 @@ class HeldRecords(logging.Handler):
             for handler in logging.getLogger(owner).handlers:
                 if record.levelno >= handler.level:
                     handler.handle(record)
+        self.records.clear()
+
+    def replay_to(self, path, *, resumed: bool = False) -> None:
+        """Restore the handlers and append the held records to the file ``path``."""
+        formatter = next(
+            (h.formatter for h in self._saved.get("fedrouter", []) if h.formatter), None
+        )
+        for name, handlers in self._saved.items():
+            logging.getLogger(name).handlers[:] = handlers
+        self._saved = {}
+        with open(path, "a") as handle:
+            if resumed:
+                handle.write(f"===== resumed {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
+            for record in self.records:
+                if record.name.startswith("fedrouter") or record.levelno >= logging.WARNING:
+                    text = formatter.format(record) if formatter else record.getMessage()
+                    handle.write(text + "\n")
         self.records.clear()

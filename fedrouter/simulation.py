@@ -39,42 +39,42 @@ def backend_config(cfg: Config) -> dict:
     }
 
 
-def run(cfg: Config, client_app=None, *, log_file=None, on_claim=None) -> Path:
-    """Run one seed end to end and return its run directory.
+def prepare(cfg: Config, log_file: str | None = None):
+    """Check everything, then claim the run directory (and its log, with ``log_file``).
 
-    ``client_app`` replaces the project's ClientApp (library use, e.g. a wrapped app in tests).
-    With ``log_file``, the run claims its own log beside its run directory (see
-    ``fedrouter.supervise``), says both on stdout, and writes all further output there.
-    ``on_claim(run_dir, log)`` is called once both exist.
+    Return ``(cfg, base_path, run_dir, log)``: the config with its LoRA targets resolved, the
+    base model's folder, the run directory (with ``config.json`` written unless resuming) and
+    the run's own log (None without ``log_file``). Bad input raises before anything is written.
+    With ``log_file``, the lines logged meanwhile go to that log, not to the terminal.
     """
-    setup_logging(cfg.debug)
-    start = time.perf_counter()
-    held = HeldRecords() if log_file else None  # the preflight's lines belong in the log
+    from fedrouter.server_app import run_name, server_run_dir
+    from fedrouter.supervise import log_for_suffix, run_suffix
+
+    held = HeldRecords() if log_file else None
     try:
         cfg, base_path = preflight(cfg)
-        from fedrouter.server_app import run_name, server_run_dir
-        from fedrouter.supervise import log_for_suffix, run_suffix, send_output_to
-
         log_for = (lambda n: log_for_suffix(log_file, n)) if log_file else None
         run_dir = server_run_dir(cfg, log_for)
         log = log_for(run_suffix(run_dir, run_name(cfg))) if log_for else None
     except BaseException:
         if held is not None:
-            held.replay(logging.WARNING)
+            held.replay(logging.WARNING)  # a run that fails here shows its warnings
         raise
     if not cfg.resume:
         RunRecorder(run_dir).write_config(cfg.to_dict(), {"base_model_path": base_path})
-    if log is not None:
-        sys.stdout.write(f"fedrouter: seed {cfg.seed} runs in {run_dir}; log: {log}\n")
-        send_output_to(log, resumed=cfg.resume)
-        held.replay()
+    if held is not None:
+        held.replay_to(log, resumed=cfg.resume)
+    return cfg, base_path, run_dir, log
+
+
+def simulate(cfg: Config, base_path: str, run_dir: Path, client_app=None) -> Path:
+    """Run the Flower simulation of a prepared run and return its run directory."""
     from flwr.simulation import run_simulation
 
     from fedrouter.client_app import make_client_app
     from fedrouter.server_app import make_server_app
 
-    if on_claim is not None:
-        on_claim(run_dir, log)
+    start = time.perf_counter()
     logger.info("run directory: %s%s", run_dir, " (resuming)" if cfg.resume else "")
     run_simulation(
         server_app=make_server_app(cfg, run_dir, base_path),
@@ -85,6 +85,16 @@ def run(cfg: Config, client_app=None, *, log_file=None, on_claim=None) -> Path:
     )
     logger.info("finished in %.1fs; results in %s", time.perf_counter() - start, run_dir)
     return run_dir
+
+
+def run(cfg: Config, client_app=None) -> Path:
+    """Run one seed end to end in this process and return its run directory.
+
+    ``client_app`` replaces the project's ClientApp (library use, e.g. a wrapped app in tests).
+    """
+    setup_logging(cfg.debug)
+    cfg, base_path, run_dir, _ = prepare(cfg)
+    return simulate(cfg, base_path, run_dir, client_app)
 
 
 def main(argv: list[str] | None = None) -> None:

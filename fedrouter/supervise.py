@@ -1,13 +1,14 @@
 """Run one seed in a child process that Ctrl-C and SIGTERM stop within seconds.
 
-``python -m fedrouter.simulation`` runs here. The run itself (preflight, the Flower simulation,
-Ray and its workers) lives in a child process with its own session, so that a terminal's Ctrl-C
-reaches only this supervisor. On SIGINT or SIGTERM the supervisor kills the child and every
-process it started (Ray's included), removes the temporary files of writes cut short, and
-prints one line: the round the run reached and how to resume it. Every file of the run
-directory is written atomically, so the last checkpoint is intact.
+``python -m fedrouter.simulation`` runs here. The supervisor checks the config (preflight) and
+claims the run directory; the simulation (Flower, Ray and its workers) runs in a child process
+with its own session, so that a terminal's Ctrl-C reaches only the supervisor. On SIGINT or
+SIGTERM the supervisor kills the child and every process it started (Ray's included), removes
+the temporary files of writes cut short, and prints one line: the round the run reached and
+how to resume it. Every file of the run directory is written atomically, so the last
+checkpoint is intact.
 
-With ``--log_file``, the child claims its run directory and its own log together (``name``,
+With ``--log_file``, the run directory and the run's own log are claimed together (``name``,
 ``name_2``... beside ``X_log.txt``, ``X_2_log.txt``...), so concurrent or repeated runs never
 write into another run's log; a resumed run appends to its run's log.
 """
@@ -19,7 +20,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 from fedrouter.checkpoint import CHECKPOINT, read_checkpoint_round
@@ -46,13 +46,11 @@ def run_suffix(run_dir: Path, name: str) -> int:
     return int(tail) if tail.isdigit() else 1
 
 
-def send_output_to(log: Path, *, resumed: bool) -> None:
+def send_output_to(log: Path) -> None:
     """Append everything this process (and any process it starts) writes to ``log``."""
     sys.stdout.flush()
     sys.stderr.flush()
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    if resumed:
-        os.write(fd, f"===== resumed {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
@@ -69,17 +67,18 @@ def die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _child(cfg: Config, log_file: str | None, conn, parent: int) -> None:
-    """The child's body: its own session, then the run; the run directory goes to the parent."""
+def _child(cfg: Config, base_path: str, run_dir: Path, log: Path | None, parent: int) -> None:
+    """The child's body: its own session, its output to the log, then the simulation."""
     os.setsid()  # a terminal's Ctrl-C goes to the foreground group: the supervisor alone
     die_with(parent)  # ...and a supervisor killed outright takes the run (and Ray's) with it
+    if log is not None:
+        send_output_to(log)
     from fedrouter.config import report_errors
-    from fedrouter.simulation import run
+    from fedrouter.logs import setup_logging
+    from fedrouter.simulation import simulate
 
-    def claimed(run_dir: Path, log: Path | None) -> None:
-        conn.send({"run_dir": str(run_dir), "log": str(log) if log else None})
-
-    report_errors(lambda: run(cfg, log_file=log_file, on_claim=claimed), cfg.debug)
+    setup_logging(cfg.debug)
+    report_errors(lambda: simulate(cfg, base_path, run_dir), cfg.debug)
 
 
 def descendants(pid: int) -> list:
@@ -147,11 +146,9 @@ def rounds_finished(run_dir: Path) -> int:
     return last
 
 
-def stop_message(signum: int, cfg: Config, run_dir: Path | None) -> str:
+def stop_message(signum: int, cfg: Config, run_dir: Path) -> str:
     """One line: which signal stopped the run, the round it reached, and how to resume."""
     name = signal.Signals(signum).name
-    if run_dir is None:
-        return f"fedrouter: stopped by {name} before the run started; nothing to resume"
     done = rounds_finished(run_dir)
     saved = read_checkpoint_round(run_dir)
     if saved is None:
@@ -176,35 +173,28 @@ def tail(path: Path, lines: int = 5) -> str:
 
 
 def supervise(cfg: Config, log_file: str | None = None) -> int:
-    """Run one seed in a child process; return its exit code (130/143 when stopped)."""
-    ctx = multiprocessing.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    args = (cfg, log_file, send, os.getpid())
-    child = ctx.Process(target=_child, args=args, name="fedrouter-run")
-    claim: dict = {}
-    open_pipe = [True]
+    """Check and claim the run here, simulate it in a child process; return its exit code.
 
-    def drain(timeout: float = 0.0) -> None:
-        """Take what the child sent; note when it closed its end."""
-        while open_pipe[0] and receive.poll(timeout):
-            try:
-                claim.update(receive.recv())
-            except (EOFError, OSError):
-                open_pipe[0] = False
-            timeout = 0.0
+    Bad input fails here, before any child starts. The exit code is the child's, or 130/143
+    when SIGINT/SIGTERM stopped the run.
+    """
+    from fedrouter.simulation import prepare
+
+    ctx = multiprocessing.get_context("spawn")
+    run: dict = {"dir": None, "log": None, "child": None}
 
     def stop(signum, _frame) -> None:
         for sig in STOP_EXIT:
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
-        drain()
-        if child.pid is not None:
-            kill_tree(child.pid)
-        run_dir = Path(claim["run_dir"]) if claim.get("run_dir") else None
-        if run_dir is not None:
-            remove_partial_writes(run_dir)
-        line = stop_message(signum, cfg, run_dir)
-        if claim.get("log"):
-            with open(claim["log"], "a") as handle:
+        if run["child"] is not None and run["child"].pid is not None:
+            kill_tree(run["child"].pid)
+        if run["dir"] is None:
+            line = f"fedrouter: stopped by {signal.Signals(signum).name} before the run started"
+        else:
+            remove_partial_writes(run["dir"])
+            line = stop_message(signum, cfg, run["dir"])
+        if run["log"] is not None:
+            with open(run["log"], "a") as handle:
                 handle.write(line + "\n")
         sys.stdout.flush()
         sys.stderr.write(line + "\n")
@@ -213,26 +203,27 @@ def supervise(cfg: Config, log_file: str | None = None) -> int:
 
     previous = {sig: signal.signal(sig, stop) for sig in STOP_EXIT}
     try:
+        cfg, base_path, run["dir"], run["log"] = prepare(cfg, log_file)
+        run_dir, log = run["dir"], run["log"]
+        if log is not None:
+            sys.stdout.write(f"fedrouter: seed {cfg.seed} runs in {run_dir}; log: {log}\n")
+            sys.stdout.flush()
+        child = ctx.Process(
+            target=_child, args=(cfg, base_path, run_dir, log, os.getpid()), name="fedrouter-run"
+        )
+        run["child"] = child
         child.start()
-        send.close()
         while child.is_alive():
-            drain(0.2)
-            if not open_pipe[0]:
-                child.join(0.2)
-        child.join()
-        drain()
+            child.join(0.2)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     code = child.exitcode if child.exitcode >= 0 else 128 - child.exitcode
-    if claim.get("run_dir"):
-        kill_tree(child.pid, timeout=2.0)  # nothing the run started outlives it
-        remove_partial_writes(Path(claim["run_dir"]))
-        if code == 0:
-            done = f"fedrouter: seed {cfg.seed} finished; results in {claim['run_dir']}"
-            sys.stdout.write(done + "\n")
-        else:
-            log = Path(claim["log"]) if claim.get("log") else None
-            where = f"; the last lines of {log}:\n{tail(log)}" if log else ""
-            sys.stderr.write(f"error: seed {cfg.seed} failed (exit {code}){where}\n")
+    kill_tree(child.pid, timeout=2.0)  # nothing the run started outlives it
+    remove_partial_writes(run_dir)
+    if code == 0:
+        sys.stdout.write(f"fedrouter: seed {cfg.seed} finished; results in {run_dir}\n")
+    else:
+        where = f"; the last lines of {log}:\n{tail(log)}" if log else ""
+        sys.stderr.write(f"error: seed {cfg.seed} failed (exit {code}){where}\n")
     return code
