@@ -16,9 +16,12 @@
 #   logs/         one log per started process
 #   pids          "<name> <pid>" of every process started (each leads its own process group)
 #
-# SECURITY: every process here runs with --insecure (no TLS, no SuperNode authentication).
-# That is acceptable ONLY for this local script, where all traffic stays on 127.0.0.1.
-# Never use --insecure across machines; docs/deployment.md shows how to enable TLS.
+# SECURITY: by default every process here runs with --insecure (no TLS, no SuperNode
+# authentication). That is acceptable ONLY for this local script, where all traffic stays on
+# 127.0.0.1. Never use --insecure across machines; docs/deployment.md shows how to enable TLS.
+# Opt in to the secure setup here too: TLS_CA_CERT, TLS_SERVER_CERT and TLS_SERVER_KEY turn on
+# TLS between the SuperLink and everything that talks to it; SUPERNODE_KEYS_DIR (needs TLS)
+# turns on SuperNode authentication and registers each SuperNode's public key before it starts.
 
 set -u
 
@@ -44,6 +47,14 @@ run_config="${RUN_CONFIG:-$default_run_config}"
 start_timeout="${START_TIMEOUT:-180}"              # seconds to wait for SuperLink and SuperNodes
 run_timeout="${RUN_TIMEOUT:-0}"                    # seconds for the run itself; 0: no limit
 stop_grace="${STOP_GRACE:-10}"                     # seconds between SIGTERM and SIGKILL
+# TLS (all three or none): the CA certificate, and the SuperLink's certificate (its SAN must
+# name 127.0.0.1) and private key. Unset: --insecure.
+tls_ca_cert="${TLS_CA_CERT:-}"
+tls_server_cert="${TLS_SERVER_CERT:-}"
+tls_server_key="${TLS_SERVER_KEY:-}"
+# SuperNode authentication: a folder with supernode-<i> (private key) and supernode-<i>.pub
+# (public key), EC keys in OpenSSH format, for each SuperNode i. Unset: no authentication.
+supernode_keys_dir="${SUPERNODE_KEYS_DIR:-}"
 python_bin="${PYTHON:-python}"
 flwr_bin="${FLWR:-flwr}"
 superlink_bin="${FLOWER_SUPERLINK:-flower-superlink}"
@@ -192,6 +203,28 @@ done
 if [ "$superlink_port" -ge "$supernode_port_base" ] && [ "$superlink_port" -le "$last_port" ]; then
     die "SUPERLINK_PORT=$superlink_port clashes with the SuperNode ports $supernode_port_base-$last_port"
 fi
+case "${tls_ca_cert:+x}${tls_server_cert:+x}${tls_server_key:+x}" in
+    '') tls=0 ;;
+    xxx) tls=1 ;;
+    *) die "set all of TLS_CA_CERT, TLS_SERVER_CERT and TLS_SERVER_KEY, or none of them" ;;
+esac
+if [ "$tls" = 1 ]; then
+    for var in tls_ca_cert tls_server_cert tls_server_key; do
+        eval "value=\$$var"
+        [ -f "$value" ] || die "$(echo "$var" | tr '[:lower:]' '[:upper:]')=$value is not a file"
+        eval "$var=\$(abspath \"\$value\")"
+    done
+fi
+if [ -n "$supernode_keys_dir" ]; then
+    # Flower refuses SuperNode authentication without TLS.
+    [ "$tls" = 1 ] || die "SUPERNODE_KEYS_DIR needs TLS: set TLS_CA_CERT, TLS_SERVER_CERT and TLS_SERVER_KEY"
+    supernode_keys_dir=$(abspath "$supernode_keys_dir")
+    for i in $(seq 0 $((num_supernodes - 1))); do
+        for key in "supernode-$i" "supernode-$i.pub"; do
+            [ -f "$supernode_keys_dir/$key" ] || die "no key $supernode_keys_dir/$key for SuperNode $i"
+        done
+    done
+fi
 
 # Apps run from the bundle the CLI uploads; no dependency install (needs internet, and the
 # venv already has everything). Flower's telemetry and update check stay off.
@@ -250,37 +283,31 @@ with open(f"{app}/pyproject.toml", "wb") as f:
     f.write(tomli_w.dumps(project).encode())
 EOF
 
+tls_state=off auth_state=off
+if [ "$tls" = 1 ]; then
+    tls_state=on
+    connection_security="root-certificates = \"$tls_ca_cert\""
+    superlink_security=(--ssl-ca-certfile "$tls_ca_cert" --ssl-certfile "$tls_server_cert"
+        --ssl-keyfile "$tls_server_key")
+    supernode_security=(--root-certificates "$tls_ca_cert")
+else
+    connection_security="insecure = true  # local script only: see the SECURITY note at the top"
+    superlink_security=(--insecure)
+    supernode_security=(--insecure)
+fi
+if [ -n "$supernode_keys_dir" ]; then
+    auth_state=on
+    superlink_security+=(--enable-supernode-auth)
+fi
+
 cat > "$work_root/cli/config.toml" << EOF
 [superlink]
 default = "$federation"
 
 [superlink.$federation]
 address = "$host:$superlink_port"
-insecure = true  # local script only: see the SECURITY note at the top
+$connection_security
 EOF
-
-# ---- start the SuperLink and the SuperNodes --------------------------------------------------
-say "work root: $work_root"
-say "starting SuperLink on $host:$superlink_port"
-start superlink "$work_root/server" "$work_root/server/flwr-home" "$work_root/server/cache" \
-    "$superlink_bin" --insecure --host "$host" --port "$superlink_port" \
-    --disable-runtime-dependency-installation
-
-# Each SuperNode uses --isolation process: the SuperNode only queues messages, and a SuperExec
-# started next to it (same working dir and cache) launches one flwr-clientapp per message.
-i=0
-while [ "$i" -lt "$num_supernodes" ]; do
-    port=$((supernode_port_base + i))
-    node="$work_root/node-$i"
-    say "starting SuperNode $i (partition-id=$i num-partitions=$num_supernodes, Runtime API $host:$port)"
-    start "supernode-$i" "$node" "$node/flwr-home" "$node/cache" \
-        "$supernode_bin" --insecure --superlink "$host:$superlink_port" \
-        --isolation process --host "$host" --port "$port" \
-        --node-config "partition-id=$i num-partitions=$num_supernodes"
-    start "superexec-$i" "$node" "$node/flwr-home" "$node/cache" \
-        "$superexec_bin" --insecure --runtime-api-address "$host:$port"
-    i=$((i + 1))
-done
 
 check_alive() {
     for entry in $started; do
@@ -290,28 +317,83 @@ check_alive() {
 
 flwr_cli() { FLWR_HOME="$work_root/cli" "$flwr_bin" "$@"; }
 
-say "waiting for $num_supernodes SuperNode(s) to come online (at most ${start_timeout}s)"
-deadline=$(($(date +%s) + start_timeout))
-while :; do
-    check_alive
-    online=0
-    if port_in_use "$superlink_port"; then
-        online=$(flwr_cli supernode ls "$federation" --format json 2> /dev/null |
-            "$python_bin" -c 'import json, sys
+online_supernodes() { # SuperNodes online per `flwr supernode ls`; nothing if the SuperLink does not answer
+    port_in_use "$superlink_port" || return 0
+    flwr_cli supernode ls "$federation" --format json 2> /dev/null |
+        "$python_bin" -c 'import json, sys
 try:
-    nodes = json.load(sys.stdin).get("nodes", [])
+    answer = json.load(sys.stdin)
 except ValueError:
-    nodes = []
-print(sum(n.get("status") == "online" for n in nodes))' 2> /dev/null)
-    fi
-    [ "${online:-0}" -ge "$num_supernodes" ] && break
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-        show_log superlink
-        show_log supernode-0
-        die "only ${online:-0} of $num_supernodes SuperNode(s) online after ${start_timeout}s"
-    fi
-    sleep 1
+    sys.exit()
+if answer.get("success"):
+    print(sum(n.get("status") == "online" for n in answer.get("nodes", [])))' 2> /dev/null
+}
+
+wait_for_supernodes() { # wait_for_supernodes N: until the SuperLink answers and N SuperNodes are online
+    local want=$1 online deadline=$(($(date +%s) + start_timeout))
+    while :; do
+        check_alive
+        online=$(online_supernodes)
+        [ -n "$online" ] && [ "$online" -ge "$want" ] && return 0
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            show_log superlink
+            [ "$want" = 0 ] && die "the SuperLink did not answer within ${start_timeout}s"
+            show_log supernode-0
+            die "only ${online:-0} of $want SuperNode(s) online after ${start_timeout}s"
+        fi
+        sleep 1
+    done
+}
+
+# ---- start the SuperLink and the SuperNodes --------------------------------------------------
+say "work root: $work_root"
+say "starting SuperLink on $host:$superlink_port (TLS: $tls_state, SuperNode authentication: $auth_state)"
+start superlink "$work_root/server" "$work_root/server/flwr-home" "$work_root/server/cache" \
+    "$superlink_bin" "${superlink_security[@]}" --host "$host" --port "$superlink_port" \
+    --disable-runtime-dependency-installation
+
+# With authentication the SuperLink lets in only SuperNodes whose public key was registered
+# through its Control API (`flwr supernode register`); one that starts earlier is refused.
+if [ -n "$supernode_keys_dir" ]; then
+    say "waiting for the SuperLink to answer (at most ${start_timeout}s)"
+    wait_for_supernodes 0
+    for i in $(seq 0 $((num_supernodes - 1))); do
+        answer=$(flwr_cli supernode register "$supernode_keys_dir/supernode-$i.pub" "$federation" \
+            --name "supernode-$i" --format json 2>> "$work_root/logs/flwr-register.log")
+        node_id=$(printf '%s' "$answer" | "$python_bin" -c 'import json, sys
+try:
+    print(json.load(sys.stdin).get("node-id", ""))
+except ValueError:
+    pass' 2> /dev/null)
+        if [ -z "$node_id" ]; then
+            show_log flwr-register
+            die "could not register $supernode_keys_dir/supernode-$i.pub: $answer"
+        fi
+        say "registered the public key of SuperNode $i as node $node_id"
+    done
+fi
+
+# Each SuperNode uses --isolation process: the SuperNode only queues messages, and a SuperExec
+# started next to it (same working dir and cache) launches one flwr-clientapp per message. The
+# SuperExec talks only to its SuperNode's Runtime API on 127.0.0.1, hence its --insecure.
+i=0
+while [ "$i" -lt "$num_supernodes" ]; do
+    port=$((supernode_port_base + i))
+    node="$work_root/node-$i"
+    node_args=(--node-config "partition-id=$i num-partitions=$num_supernodes")
+    [ -n "$supernode_keys_dir" ] &&
+        node_args+=(--auth-supernode-private-key "$supernode_keys_dir/supernode-$i")
+    say "starting SuperNode $i (partition-id=$i num-partitions=$num_supernodes, Runtime API $host:$port)"
+    start "supernode-$i" "$node" "$node/flwr-home" "$node/cache" \
+        "$supernode_bin" "${supernode_security[@]}" --superlink "$host:$superlink_port" \
+        --isolation process --host "$host" --port "$port" "${node_args[@]}"
+    start "superexec-$i" "$node" "$node/flwr-home" "$node/cache" \
+        "$superexec_bin" --insecure --runtime-api-address "$host:$port"
+    i=$((i + 1))
 done
+
+say "waiting for $num_supernodes SuperNode(s) to come online (at most ${start_timeout}s)"
+wait_for_supernodes "$num_supernodes"
 say "SuperLink and $num_supernodes SuperNode(s) are up"
 
 # ---- run the app -----------------------------------------------------------------------------
