@@ -289,38 +289,101 @@ def keep_adapter_float32(model) -> None:
             param.data = param.data.float()
 
 
-def adapter_to_arrays(model, adapter_name: str = ADAPTER) -> OrderedDict[str, np.ndarray]:
-    """Return the adapter's weights as float32 numpy arrays, in the model's stable key order."""
-    from peft import get_peft_model_state_dict
+class AdapterSlots:
+    """The tensors of one LoRA adapter slot, in PEFT's state-dict key order, read once.
 
-    state = get_peft_model_state_dict(model, adapter_name=adapter_name)
-    return OrderedDict(
-        (key, tensor.detach().float().cpu().numpy().copy()) for key, tensor in state.items()
-    )
+    ``get_peft_model_state_dict`` returns tensors that share storage with the model's LoRA
+    parameters, so writing into them updates the model in place. Reading them once per model
+    (and slot) keeps each swap to one host-device copy of one flat buffer and one device-side
+    copy per tensor, instead of PEFT's key remapping and a state-dict load per swap.
+    """
+
+    def __init__(self, model, adapter_name: str = ADAPTER):
+        from peft import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(model, adapter_name=adapter_name)
+        self.keys = list(state)
+        self.tensors = list(state.values())
+        self.sizes = [t.numel() for t in self.tensors]
+        self.offsets = np.cumsum([0, *self.sizes]).tolist()
+        by_pointer = {p.data_ptr(): p for p in model.parameters()}
+        self._pointers = [t.data_ptr() for t in self.tensors]
+        self._params = [by_pointer.get(ptr) for ptr in self._pointers]
+
+    def valid_for(self) -> bool:
+        """Whether the model's LoRA parameters still live where these tensors point.
+
+        Moving or replacing a parameter (``model.to``, a new LoRA layer) changes its storage.
+        """
+        return all(
+            p is not None and p.data_ptr() == ptr
+            for p, ptr in zip(self._params, self._pointers, strict=True)
+        )
+
+    def read(self) -> OrderedDict[str, np.ndarray]:
+        """Return the adapter as float32 arrays: one device-to-host copy of a flat buffer."""
+        import torch
+
+        with torch.no_grad():
+            flat = torch.cat([t.detach().reshape(-1).float() for t in self.tensors]).cpu().numpy()
+        return OrderedDict(
+            (key, flat[self.offsets[i] : self.offsets[i + 1]].reshape(tuple(t.shape)))
+            for i, (key, t) in enumerate(zip(self.keys, self.tensors, strict=True))
+        )
+
+    def write(self, arrays) -> None:
+        """Copy named arrays into the adapter: one host-to-device copy of a flat buffer."""
+        import torch
+
+        missing = [key for key in self.keys if key not in arrays]
+        unexpected = [key for key in arrays if key not in self.keys]
+        if missing or unexpected:
+            raise ValueError(
+                "adapter arrays do not match the model: "
+                f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
+        for key, t in zip(self.keys, self.tensors, strict=True):
+            if tuple(np.shape(arrays[key])) != tuple(t.shape):
+                raise ValueError(
+                    f"adapter array {key} has shape {tuple(np.shape(arrays[key]))}, "
+                    f"the model's is {tuple(t.shape)}"
+                )
+        host = np.concatenate(
+            [np.asarray(arrays[key], dtype=np.float32).reshape(-1) for key in self.keys]
+        )
+        device = self.tensors[0].device
+        flat = torch.from_numpy(host).to(device, non_blocking=device.type == "cuda")
+        with torch.no_grad():
+            for i, t in enumerate(self.tensors):
+                t.copy_(flat[self.offsets[i] : self.offsets[i + 1]].view(t.shape))
+
+
+def adapter_slots(model, adapter_name: str = ADAPTER) -> AdapterSlots:
+    """Return the model's cached AdapterSlots of one slot, rebuilt if the model changed."""
+    cache = model.__dict__.setdefault("_fedrouter_slots", {})
+    slots = cache.get(adapter_name)
+    if slots is None or not slots.valid_for():
+        slots = cache[adapter_name] = AdapterSlots(model, adapter_name)
+    return slots
+
+
+def adapter_to_arrays(model, adapter_name: str = ADAPTER) -> OrderedDict[str, np.ndarray]:
+    """Return the adapter's weights as float32 numpy arrays, in the model's stable key order.
+
+    The arrays are views of one fresh buffer per call: nothing the model does later changes
+    them.
+    """
+    return adapter_slots(model, adapter_name).read()
 
 
 def arrays_to_adapter(model, arrays, adapter_name: str = ADAPTER) -> None:
     """Load named arrays into the adapter in place (no model reload)."""
-    import torch
-    from peft import set_peft_model_state_dict
-
-    current = get_adapter_keys(model, adapter_name)
-    missing = [key for key in current if key not in arrays]
-    unexpected = [key for key in arrays if key not in current]
-    if missing or unexpected:
-        raise ValueError(
-            "adapter arrays do not match the model: "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    state = {key: torch.from_numpy(np.asarray(arrays[key])) for key in current}
-    set_peft_model_state_dict(model, state, adapter_name=adapter_name)
+    adapter_slots(model, adapter_name).write(arrays)
 
 
 def get_adapter_keys(model, adapter_name: str = ADAPTER) -> list[str]:
     """Return the adapter's state-dict keys in order."""
-    from peft import get_peft_model_state_dict
-
-    return list(get_peft_model_state_dict(model, adapter_name=adapter_name).keys())
+    return list(adapter_slots(model, adapter_name).keys)
 
 
 def model_device(model):

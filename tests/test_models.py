@@ -155,6 +155,51 @@ def test_mismatched_arrays_are_rejected(fresh_qlora):
         arrays_to_adapter(model, broken)
 
 
+def test_swapped_arrays_reach_the_live_parameters_and_forward(fresh_qlora):
+    """A swap writes the very parameters the forward uses: zero B matrices give the base."""
+    model, tokenizer, init = fresh_qlora
+    batch = tokenizer(["### Instruction: hello there"], return_tensors="pt")
+
+    def logits():
+        with torch.no_grad():
+            return model(**batch).logits
+
+    rng = np.random.default_rng(1)
+    arrays_to_adapter(
+        model, {k: rng.normal(size=v.shape).astype(np.float32) for k, v in init.items()}
+    )
+    with model.disable_adapter():
+        base = logits()
+    assert not torch.allclose(logits(), base)
+    arrays_to_adapter(model, {k: (0 * v if "lora_B" in k else v) for k, v in init.items()})
+    assert torch.allclose(logits(), base)
+
+
+def test_adapter_arrays_do_not_follow_later_changes(fresh_qlora):
+    model, _, init = fresh_qlora
+    before = adapter_to_arrays(model)
+    arrays_to_adapter(model, {k: v + 1.0 for k, v in init.items()})
+    assert all(np.array_equal(before[k], init[k]) for k in init)
+
+
+def test_a_replaced_parameter_is_found_again(fresh_qlora):
+    """The swap caches where the LoRA tensors live; a parameter given new storage is re-read."""
+    model, _, init = fresh_qlora
+    arrays_to_adapter(model, init)  # builds the cache
+    name, param = next((n, p) for n, p in model.named_parameters() if "lora_A" in n)
+    param.data = param.data.clone()  # new storage, as a device move would give
+    arrays_to_adapter(model, {k: v + 2.0 for k, v in init.items()})
+    key = next(k for k in init if "lora_A" in k)
+    assert torch.allclose(param.detach().float(), torch.from_numpy(init[key] + 2.0)), name
+
+
+def test_arrays_of_the_wrong_shape_are_rejected(fresh_qlora):
+    model, _, init = fresh_qlora
+    key = next(iter(init))
+    with pytest.raises(ValueError, match="shape"):
+        arrays_to_adapter(model, {**init, key: np.zeros((1, 1), dtype=np.float32)})
+
+
 def test_model_is_loaded_once_per_process(tiny_path):
     clear_model_cache()
     spec = ModelSpec(tiny_path, load_in_4bit=False, lora_r=4, lora_alpha=8)
