@@ -51,6 +51,7 @@ LORA_TARGET_KEYWORDS = (PEFT_DEFAULT_TARGETS, "all-linear")
 MAX_SEED = 2**32 - 1
 # Which local clusters a client trains each round (see strategies/base.py).
 LOCAL_SCHEDULES = ("round_robin", "all")
+CHECKPOINTING = ("auto", "on", "off")
 
 _TRUE_WORDS = ("true", "1", "yes")
 _FALSE_WORDS = ("false", "0", "no")
@@ -153,6 +154,13 @@ class Config:
     )
     load_in_4bit: bool = _opt(True, "Load the base model in 4-bit NF4 (QLoRA; needs CUDA).")
     load_in_8bit: bool = _opt(False, "Load the base model in 8-bit (excludes load_in_4bit).")
+    gradient_checkpointing: str = _opt(
+        "auto",
+        "Recompute activations in the backward pass to save GPU memory: on, off, or auto "
+        "(decided per training call: on a GPU only when a batch of the call's longest row "
+        "would keep more activations than a fifth of the client's share of the card; off on "
+        "a CPU). It changes speed and memory, not results.",
+    )
     max_new_tokens: int = _opt(512, "Tokens generated (greedily) per evaluation sample.")
     # --- algorithm ---
     fed_alg: str = _opt(
@@ -286,6 +294,7 @@ class Config:
             "generation_prompt": GENERATION_PROMPTS,
             "seeding": SEEDINGS,
             "local_schedule": LOCAL_SCHEDULES,
+            "gradient_checkpointing": CHECKPOINTING,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:

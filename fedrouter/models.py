@@ -157,10 +157,8 @@ def load_model_and_tokenizer(spec: ModelSpec):
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
-        # Gradient checkpointing only pays off for big models on a GPU.
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=torch.cuda.is_available()
-        )
+        # Gradient checkpointing is decided per training call (fedrouter.training).
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         disable_cpu_repacking(model)
     if spec.use_peft:
         model = add_lora(model, spec)

@@ -27,6 +27,8 @@ class TrainSettings:
     gradient_accumulation_steps: int = 1
     seq_length: int = 1024
     template: str = "alpaca"
+    gradient_checkpointing: str = "auto"  # on | off | auto (see checkpointing_needed)
+    gpu_share: float = 1.0  # the fraction of one GPU the client process gets
 
     @classmethod
     def from_config(cls, cfg) -> TrainSettings:
@@ -38,6 +40,8 @@ class TrainSettings:
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             seq_length=cfg.seq_length,
             template=cfg.template,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            gpu_share=min(1.0, cfg.client_resources_gpus) or 1.0,
         )
 
     @property
@@ -101,8 +105,57 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def sft_config(settings: TrainSettings, lr: float, seed: int, output_dir: str):
-    """Return an ``SFTConfig`` that fits the device: bf16 on a capable GPU, CPU otherwise."""
+ACTIVATION_BYTES_PER_HIDDEN = 34  # per token, layer and hidden unit, 16-bit, no attention matrix
+
+
+def activation_bytes(tokens: int, hidden_size: int, layers: int) -> int:
+    """Estimate the activations a training batch of ``tokens`` keeps for backward.
+
+    About 34 bytes per token, hidden unit and layer in 16-bit without recomputation
+    (Korthikanti et al., 2022, leaving out the attention matrix, which SDPA never stores).
+    """
+    return tokens * hidden_size * layers * ACTIVATION_BYTES_PER_HIDDEN
+
+
+def checkpointing_needed(
+    mode: str, tokens: int, model_config, gpu_share: float, gpu_bytes: int | None = None
+) -> bool:
+    """Decide gradient checkpointing for a batch of ``tokens`` (batch size x padded length).
+
+    ``on``/``off`` are taken as they are. ``auto`` is off on a CPU, where recomputation only
+    costs time, and on a GPU on only when the batch's activations would exceed a fifth of the
+    client's share of the card (``gpu_bytes``: the card's memory, read when not given).
+    """
+    if mode != "auto":
+        return mode == "on"
+    if gpu_bytes is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False
+        gpu_bytes = torch.cuda.get_device_properties(0).total_memory
+    need = activation_bytes(
+        tokens, int(model_config.hidden_size), int(model_config.num_hidden_layers)
+    )
+    return need > 0.2 * gpu_bytes * gpu_share
+
+
+def set_checkpointing(model, on: bool) -> None:
+    """Turn gradient checkpointing on (non-reentrant: LoRA gets gradients) or off."""
+    if on and not getattr(model, "is_gradient_checkpointing", False):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif not on and getattr(model, "is_gradient_checkpointing", False):
+        model.gradient_checkpointing_disable()
+
+
+def sft_config(
+    settings: TrainSettings, lr: float, seed: int, output_dir: str, checkpointing: bool = False
+):
+    """Return an ``SFTConfig`` that fits the device: bf16 on a capable GPU, CPU otherwise.
+
+    ``checkpointing`` follows the model, which decided it when it loaded
+    (``fedrouter.models.checkpointing_needed``).
+    """
     import torch
     from trl import SFTConfig
 
@@ -119,7 +172,8 @@ def sft_config(settings: TrainSettings, lr: float, seed: int, output_dir: str):
         completion_only_loss=True,  # loss on the response tokens only
         use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),
-        gradient_checkpointing=cuda,
+        gradient_checkpointing=checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
         seed=seed,
         data_seed=seed,
         save_strategy="no",
@@ -197,12 +251,20 @@ def train_adapter(
     disable_progress_bar()  # per-round dataset preparation is not worth a progress bar
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    longest = max((len(ids) for ids in dataset["input_ids"]), default=0)
+    checkpointing = checkpointing_needed(
+        settings.gradient_checkpointing,
+        settings.batch_size * longest,
+        model.config,
+        settings.gpu_share,
+    )
+    set_checkpointing(model, checkpointing)
     try:
         with tempfile.TemporaryDirectory(prefix="fedrouter-sft-") as tmp:
             with phase("trainer-setup"):
                 trainer = _sft_trainer_class()(
                     model=model,
-                    args=sft_config(settings, lr, seed, tmp),
+                    args=sft_config(settings, lr, seed, tmp, checkpointing),
                     train_dataset=dataset,
                     processing_class=tokenizer,
                     callbacks=[_optimizer_timer()],

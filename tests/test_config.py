@@ -73,6 +73,7 @@ PAPER_DEFAULTS = {
     "generation_prompt": "marker",
     "seeding": "reference",
     "local_schedule": "round_robin",
+    "gradient_checkpointing": "auto",
     "min_fit_clients": 1,
     "run_simulation": True,
     "debug": False,

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +11,7 @@ from fedrouter.data.templates import get_template, prompt_through_marker
 from fedrouter.training import (
     TrainSettings,
     _sft_trainer_class,
+    checkpointing_needed,
     cosine_lr,
     sft_config,
     tokenize_rows,
@@ -105,3 +107,43 @@ def test_cpu_loss_equals_trl_fused_loss(qlora_model, tmp_path):
             losses.append(trainer.compute_loss(model, dict(batch)).item())
     assert cls is not SFTTrainer
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+LLAMA_1B = type("Geometry", (), {"hidden_size": 2048, "num_hidden_layers": 16})()
+
+
+def test_checkpointing_auto_weighs_a_batchs_activations_against_the_clients_gpu_share():
+    h200 = 141 * 2**30
+    # batch 16 of ~150-token rows: 2.7 GB of activations, a quarter of an H200 holds 35 GB
+    assert not checkpointing_needed("auto", 16 * 150, LLAMA_1B, 0.25, gpu_bytes=h200)
+    # rows padded to 1024 tokens: 18 GB, above a fifth of that share
+    assert checkpointing_needed("auto", 16 * 1024, LLAMA_1B, 0.25, gpu_bytes=h200)
+    assert not checkpointing_needed("auto", 16 * 1024, LLAMA_1B, 1.0, gpu_bytes=h200)
+    assert checkpointing_needed("on", 1, LLAMA_1B, 1.0, gpu_bytes=h200)
+    assert not checkpointing_needed("off", 10**9, LLAMA_1B, 0.01, gpu_bytes=h200)
+    if not torch.cuda.is_available():
+        assert not checkpointing_needed("auto", 10**9, LLAMA_1B, 0.01)  # off on a CPU
+
+
+def test_checkpointing_changes_speed_not_the_trained_adapter(fresh_qlora):
+    """Recomputation (non-reentrant) must keep LoRA's gradients: same loss, same adapter."""
+    from fedrouter.models import adapter_to_arrays, arrays_to_adapter
+
+    model, tokenizer, init = fresh_qlora
+    rows = mixed_rows(8)
+    results = {}
+    for mode in ("off", "on"):
+        arrays_to_adapter(model, init)
+        settings = TrainSettings(
+            max_steps=3, batch_size=4, seq_length=256, gradient_checkpointing=mode
+        )
+        out = train_adapter(model, tokenizer, rows, settings=settings, lr=1e-3, seed=3)
+        assert model.is_gradient_checkpointing == (mode == "on")
+        results[mode] = (out.loss, adapter_to_arrays(model))
+    assert results["on"][0] == pytest.approx(results["off"][0], rel=1e-5)
+    on, off = results["on"][1], results["off"][1]
+    assert all(not np.array_equal(on[k], init[k]) for k in init if "lora_B" in k)
+    assert all(np.allclose(on[k], off[k], atol=1e-6) for k in init)
+    settings = TrainSettings(max_steps=1, batch_size=4, seq_length=256)
+    train_adapter(model, tokenizer, rows, settings=settings, lr=1e-3, seed=3)
+    assert not model.is_gradient_checkpointing  # auto on a CPU turns it back off
