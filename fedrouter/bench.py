@@ -242,6 +242,11 @@ def summarise(
             "phases": steady_phases,
         }
     peaks = [e.get("peak_rss_mb", 0.0) for e in events]
+    train_rounds = {e["round"]: e["seconds"] for e in by_kind["round"] if e.get("stage") == "train"}
+    eval_rounds = {
+        e["round"]: e["seconds"] for e in by_kind["round"] if e.get("stage") == "evaluate"
+    }
+    later = [s for r, s in train_rounds.items() if r >= 2]
     return {
         "machine": machine(),
         "config": {
@@ -275,6 +280,15 @@ def summarise(
         "compute_seconds": compute,
         "compute_fraction": compute / ((wall - startup) * slots) if wall > startup else None,
         "steady": steady,
+        "rounds": {
+            "train_seconds": {str(r): s for r, s in sorted(train_rounds.items())},
+            # rounds 2..: round 1 pays the workers' first CUDA kernels and allocations
+            "steady_train_seconds": float(np.median(later)) if later else None,
+            "eval_seconds": {str(r): s for r, s in sorted(eval_rounds.items())},
+            "max_new_tokens": cfg.max_new_tokens,
+            "max_eval_size": cfg.max_eval_size,
+            "clients_evaluated": cfg.num_clients,
+        },
         "traffic": traffic(events, adapter_bytes),
         "peak_rss_mb": {
             "clients": max(peaks, default=0.0),
@@ -300,6 +314,14 @@ def machine() -> dict:
 
 
 # ----- in-process A/Bs -------------------------------------------------------------------
+def sync() -> None:
+    """Wait for the GPU, so that a timer stops when the work is done (no-op on a CPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
     """Measure both A/Bs in this process against a reload of the base model."""
     import torch
@@ -315,6 +337,7 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
         get_model_and_tokenizer,
         load_model_and_tokenizer,
     )
+    from fedrouter.training import TrainSettings, train_adapter
 
     torch.set_num_threads(max(1, int(cfg.client_resources_cpus)))
     spec = ModelSpec.from_config(cfg)
@@ -348,6 +371,29 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
     swap_seconds, _ = evaluate_with(lambda: (model, tokenizer))
     reload_seconds, reload_loads = evaluate_with(lambda: load_model_and_tokenizer(spec))
 
+    swap_in, swap_out = [], []
+    for g in range(20):
+        sync()
+        t = time.perf_counter()
+        arrays_to_adapter(model, adapters[g % n_clusters])
+        sync()
+        swap_in.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        adapter_to_arrays(model)
+        swap_out.append(time.perf_counter() - t)
+    train_rows = client_data_for(cfg)[0].train
+    settings = TrainSettings.from_config(cfg)
+    train_calls = []
+    for call in range(3):  # the first pays for kernels and allocations: the last is warm
+        arrays_to_adapter(model, init)
+        sync()
+        t = time.perf_counter()
+        lr = cfg.learning_rate
+        train_adapter(model, tokenizer, train_rows, settings=settings, lr=lr, seed=call)
+        sync()
+        train_calls.append(time.perf_counter() - t)
+    arrays_to_adapter(model, init)
+
     texts = [r["instruction"] for r in rows]
     calls = n_clusters
     begin = time.perf_counter()
@@ -369,6 +415,10 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
         "parameters": int(model.get_base_model().num_parameters() - adapter_bytes // 4),
         "adapter_bytes": adapter_bytes,
         "first_load_seconds": first_load,
+        "swap_in_seconds": float(np.median(swap_in)),
+        "swap_out_seconds": float(np.median(swap_out)),
+        "train_call_seconds": train_calls,
+        "train_call": {"max_steps": settings.max_steps, "batch_size": settings.batch_size},
         "seconds_per_model_load": float(np.median(loads)),
         "eval": {
             "prompts": len(prompts),
@@ -452,6 +502,7 @@ def format_report(result: dict) -> str:
             lines.append(f"peak GPU memory: {run['peak_gpu_mb']:.0f} MiB")
         if run.get("final_rouge1") is not None:
             lines.append(f"final ROUGE-1: {run['final_rouge1']:.3f}")
+    lines.extend(target_lines(result))
     ab = result.get("ab")
     if ab:
         lines.append("")
@@ -473,6 +524,51 @@ def format_report(result: dict) -> str:
             f"-> x{e['ratio']:.1f}"
         )
     return "\n".join(line for line in lines if line is not None)
+
+
+def target_lines(result: dict) -> list[str]:
+    """The figures the GPU targets are set on, each beside its target, with the card's name."""
+    run, ab = result.get("run") or {}, result.get("ab") or {}
+    card = result["machine"]["gpu"] or "CPU (no GPU)"
+    lines = ["", f"targets, on {card}:"]
+    rounds = run.get("rounds") or {}
+    if rounds.get("steady_train_seconds") is not None:
+        lines.append(
+            f"  training round, rounds 2.. (no evaluation): {rounds['steady_train_seconds']:.2f} s "
+            f"for {run['config']['sample_clients']} clients (target <= 5 s)"
+        )
+    if ab.get("train_call_seconds"):
+        c = ab["train_call"]
+        lines.append(
+            f"  one warm {c['max_steps']}-step call, batch {c['batch_size']}, in one process: "
+            f"{ab['train_call_seconds'][-1]:.2f} s (target <= 0.6 s)"
+        )
+    if ab.get("swap_in_seconds") is not None:
+        lines.append(
+            f"  adapter swap: {1000 * ab['swap_in_seconds']:.1f} ms in, "
+            f"{1000 * ab['swap_out_seconds']:.1f} ms out (target <= 10 ms)"
+        )
+    loads = run.get("model_loads") or {}
+    if loads.get("processes"):
+        lines.append(
+            f"  base-model load per worker process: {loads['seconds'] / loads['processes']:.2f} s "
+            f"(target <= 3 s plus CUDA start-up)"
+        )
+    if run.get("generation_tokens_per_second") is not None:
+        timed = rounds.get("eval_seconds", {}).items()
+        evals = ", ".join(f"round {r}: {s:.1f} s" for r, s in timed)
+        lines.append(
+            f"  generation: {run['generation_tokens_per_second']:.0f} new tokens/s over "
+            f"{run['slots']} clients at once (target >= 6,000 per GPU); evaluation {evals} "
+            f"(max_new_tokens {rounds.get('max_new_tokens')}, max_eval_size "
+            f"{rounds.get('max_eval_size')} for each of {rounds.get('clients_evaluated')} clients)"
+        )
+    if run.get("peak_rss_mb"):
+        lines.append(
+            f"  server peak RSS: {run['peak_rss_mb']['server']:.0f} MiB with {run['slots']} "
+            f"clients at once (target: not growing with that number)"
+        )
+    return lines if len(lines) > 2 else []
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,6 +74,48 @@ def test_bench_json_has_every_figure(bench_result):
     assert ab["eval"]["reload_per_cluster_seconds"] > 0 and ab["eval"]["swap_in_place_seconds"] > 0
 
 
+def test_round_times_are_those_of_the_run_directory(bench_result):
+    """The per-round figures are the round events' own, split by stage."""
+    from fedrouter.results import read_metrics
+
+    rounds = bench_result["run"]["rounds"]
+    events = read_metrics(bench_result["run"]["run_dir"])
+    train = {str(e["round"]): e["seconds"] for e in events if e.get("stage") == "train"}
+    evals = {str(e["round"]): e["seconds"] for e in events if e.get("stage") == "evaluate"}
+    assert rounds["train_seconds"] == train and list(train) == ["1"]
+    assert rounds["eval_seconds"] == evals and evals
+    assert rounds["steady_train_seconds"] is None  # one round: no steady state to speak of
+    ab = bench_result["ab"]
+    assert len(ab["train_call_seconds"]) == 3 and ab["train_call"]["max_steps"] == 3
+    assert 0 < ab["swap_in_seconds"] < ab["eval"]["swap_in_place_seconds"]
+
+
+def test_targets_show_each_figure_beside_its_target():
+    result = {
+        "machine": {"gpu": "NVIDIA H200"},
+        "run": {
+            "config": {"sample_clients": 8},
+            "slots": 4,
+            "rounds": {"steady_train_seconds": 6.61, "eval_seconds": {"3": 63.2},
+                       "max_new_tokens": 512, "max_eval_size": 64, "clients_evaluated": 8},
+            "model_loads": {"seconds": 49.2, "processes": 4},
+            "generation_tokens_per_second": 684.0,
+            "peak_rss_mb": {"server": 6445.0},
+        },
+        "ab": {"train_call_seconds": [9.3, 2.0, 1.66], "train_call": {"max_steps": 10,
+               "batch_size": 16}, "swap_in_seconds": 0.0042, "swap_out_seconds": 0.0011},
+    }  # fmt: skip
+    text = "\n".join(bench.target_lines(result))
+    assert "targets, on NVIDIA H200:" in text
+    assert "6.61 s for 8 clients (target <= 5 s)" in text
+    assert "one warm 10-step call, batch 16, in one process: 1.66 s" in text
+    assert "4.2 ms in, 1.1 ms out" in text
+    assert "12.30 s (target <= 3 s" in text
+    assert "684 new tokens/s" in text and "round 3: 63.2 s (max_new_tokens 512" in text
+    assert "6445 MiB with 4 clients at once" in text
+    assert bench.target_lines({"machine": {"gpu": None}}) == []
+
+
 def test_report_prints_the_table(bench_result):
     text = bench.format_report(bench_result)
     for label, _ in bench.ROWS:
