@@ -10,10 +10,10 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedrouter.checkpoint import load_checkpoint, save_checkpoint
+from fedrouter.checkpoint import save_checkpoint
 from fedrouter.errors import FedRouterError
 from fedrouter.profiling import messages_bytes, peak_rss_mb, phase, take_phases
-from fedrouter.results import RunRecorder, read_metrics
+from fedrouter.results import RunRecorder
 from fedrouter.strategies.base import (
     ADAPTER_KEY,
     CLUSTER_QUERY,
@@ -157,12 +157,15 @@ def log_eval_table(server_round: int, evals: list[dict], mean: dict) -> None:
 
 
 def run_federation(
-    cfg, grid: Grid, strategy: ClusteredStrategy, recorder: RunRecorder, lora, resume=False
+    cfg, grid: Grid, strategy: ClusteredStrategy, recorder: RunRecorder, lora, checkpoint=None
 ):
-    """Run the clustering phase and every round; record everything; return the summary."""
+    """Run the clustering phase and every round; record everything; return the summary.
+
+    ``checkpoint`` (of the open run, when resuming) is where the rounds continue from.
+    """
     start = time.perf_counter()
     recorder.log_event("start")
-    history, first_round = prepare(cfg, grid, strategy, recorder, resume)
+    history, first_round = prepare(cfg, grid, strategy, recorder, checkpoint)
     for server_round in range(first_round, cfg.num_rounds + 1):
         play_round(cfg, grid, strategy, recorder, server_round, history)
         with phase("file-io"):
@@ -187,12 +190,8 @@ def run_federation(
     return summary
 
 
-def prepare(cfg, grid: Grid, strategy, recorder: RunRecorder, resume: bool):
-    """Cluster, match clusters, and restore a checkpoint if resuming; return (history, round)."""
-    checkpoint = load_checkpoint(recorder.run_dir) if resume else None
-    if checkpoint is not None:
-        # Events after the checkpoint belong to a round that never finished: drop them.
-        recorder.events = read_metrics(recorder.run_dir)[: checkpoint.meta["n_events"]]
+def prepare(cfg, grid: Grid, strategy, recorder: RunRecorder, checkpoint):
+    """Cluster, match clusters, and restore the checkpoint if any; return (history, round)."""
     nodes = wait_for_nodes(grid, cfg.num_clients)
     start = time.perf_counter()
     traffic: dict = {}

@@ -19,16 +19,16 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedrouter.atomic import atomic_write, atomic_write_text
 from fedrouter.checkpoint import CHECKPOINT
 from fedrouter.errors import FedRouterError
-from fedrouter.results import atomic_write_text, check_writable
+from fedrouter.results import check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ CSV_COLUMNS = (
     "rel_to_local_pct",
 )
 MISSING = "—"
-REPORT_MODE = 0o644  # temporary files are created 0600; reports are meant to be shared
 # Files only a run directory holds: a folder with one of them and an unreadable config.json
 # is a damaged run, not a model folder.
 RUN_FILES = {"metrics.jsonl", "summary.json", "clustering.json", CHECKPOINT}
@@ -647,15 +646,9 @@ def _safe_name(text: str) -> str:
 
 def _save_figure(fig, path: Path) -> None:
     """Save a figure as PNG through a temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.chmod(tmp, REPORT_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(
+        path, lambda handle: fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
+    )
 
 
 def plot_rouge1_by_round(runs: list[RunRecord], scenario: str, path: Path) -> None:
