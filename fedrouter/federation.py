@@ -13,7 +13,7 @@ from flwr.serverapp import Grid
 from fedrouter.checkpoint import save_checkpoint
 from fedrouter.errors import FedRouterError
 from fedrouter.profiling import messages_bytes, peak_rss_mb, phase, take_phases
-from fedrouter.results import RunRecorder
+from fedrouter.results import RunRecorder, Summary
 from fedrouter.strategies.base import (
     ADAPTER_KEY,
     CLUSTER_QUERY,
@@ -186,7 +186,7 @@ def run_federation(
     recorder.log_event("finish", seconds=time.perf_counter() - start, **server_fields())
     recorder.flush()
     summary = build_summary(cfg, history, recorder, time.perf_counter() - start)
-    recorder.write_json("summary.json", summary)
+    recorder.write_json("summary.json", summary.to_json())
     return summary
 
 
@@ -301,7 +301,7 @@ def evaluate_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_roun
     return {"mean": mean, "clients": list(strategy.last_eval)}
 
 
-def build_summary(cfg, history: dict[int, dict], recorder: RunRecorder, seconds: float) -> dict:
+def build_summary(cfg, history: dict[int, dict], recorder: RunRecorder, seconds: float) -> Summary:
     """Summarise: final ROUGE per client and the client-weighted mean, per eval round too."""
     loads: dict[int, int] = {}
     for event in recorder.events:
@@ -309,17 +309,17 @@ def build_summary(cfg, history: dict[int, dict], recorder: RunRecorder, seconds:
             loads[event["pid"]] = max(loads.get(event["pid"], 0), event.get("model_loads", 0))
     evaluated = [r for r in sorted(history) if history[r]]
     final = history[evaluated[-1]] if evaluated else {}
-    return {
-        "fed_alg": cfg.fed_alg,
-        "seed": cfg.seed,
-        "num_rounds": cfg.num_rounds,
-        "wall_seconds": seconds,
-        "final_round": evaluated[-1] if evaluated else None,
-        "final": final.get("mean", {}),
-        "final_per_client": {
+    return Summary(
+        fed_alg=cfg.fed_alg,
+        seed=cfg.seed,
+        num_rounds=cfg.num_rounds,
+        wall_seconds=seconds,
+        final_round=evaluated[-1] if evaluated else None,
+        final=final.get("mean", {}),
+        final_per_client={
             str(e["partition_id"]): {k: e[k] for k in ("rouge1", "rouge2", "rougeL")}
             for e in final.get("clients", [])
         },
-        "by_round": {str(r): history[r].get("mean", {}) for r in evaluated},
-        "model_loads_per_process": {str(pid): n for pid, n in sorted(loads.items())},
-    }
+        by_round={r: history[r].get("mean", {}) for r in evaluated},
+        model_loads_per_process={str(pid): n for pid, n in sorted(loads.items())},
+    )

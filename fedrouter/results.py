@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +181,132 @@ class RunRecorder:
         return path
 
 
-def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    """Read a run's metrics.jsonl."""
+class RunFileError(FedRouterError):
+    """A file of a run directory cannot be read as the project writes it."""
+
+
+@dataclass
+class EventLog:
+    """metrics.jsonl as read: its events, and the numbers of the lines that did not parse."""
+
+    events: list[dict]
+    unreadable: list[int]
+
+    def of(self, kind: str) -> list[dict]:
+        """Return the events of one kind (train, eval, round, failure...), in order."""
+        return [e for e in self.events if e.get("event") == kind]
+
+    def note(self) -> str:
+        """Say which lines were skipped, or return an empty string."""
+        if not self.unreadable:
+            return ""
+        more = ", ..." if len(self.unreadable) > 3 else ""
+        lines = ", ".join(map(str, self.unreadable[:3])) + more
+        return f"metrics.jsonl: {len(self.unreadable)} unreadable line(s) skipped ({lines})"
+
+
+def read_events(run_dir: str | os.PathLike, *, strict: bool = False) -> EventLog:
+    """Read a run's metrics.jsonl (no file: no events).
+
+    A line that is not UTF-8 JSON of an object is skipped and counted, or with ``strict``
+    (resuming, where every event must be kept) a RunFileError naming the file and line.
+    """
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not path.is_file():
+        return EventLog([], [])
+    events, bad = [], []
+    for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            event = json.loads(raw.decode("utf-8"))
+        except ValueError:  # not UTF-8 (UnicodeDecodeError is a ValueError), or not JSON
+            event = None
+        if not isinstance(event, dict):
+            if strict:
+                raise RunFileError(f"{path}:{n} is not a JSON event")
+            logger.warning("%s:%d is not a JSON event; skipped", path, n)
+            bad.append(n)
+            continue
+        events.append(event)
+    return EventLog(events, bad)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """Return every event of a run's metrics.jsonl; a damaged line is a RunFileError."""
+    return read_events(run_dir, strict=True).events
+
+
+def _finite(values: Any) -> dict[str, float]:
+    """Keep the finite numbers of a metrics mapping (summary files are read defensively)."""
+    if not isinstance(values, Mapping):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+@dataclass
+class Summary:
+    """summary.json: the final ROUGE per client and its client-weighted mean, by round too."""
+
+    fed_alg: str
+    seed: int | None
+    num_rounds: int | None
+    wall_seconds: float | None
+    final_round: int | None
+    final: dict[str, float]
+    final_per_client: dict[str, dict[str, float]]
+    by_round: dict[int, dict[str, float]]
+    model_loads_per_process: dict[str, int]
+
+    def to_json(self) -> dict:
+        """Return the JSON object written to summary.json (by_round keyed by strings)."""
+        data = asdict(self)
+        data["by_round"] = {str(r): m for r, m in self.by_round.items()}
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> Summary:
+        """Read a summary.json object; fields of the wrong type read as absent."""
+        if not isinstance(data, Mapping):
+            raise RunFileError("summary.json is not a JSON object")
+
+        def integer(key):
+            value = data.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        wall = _finite({"w": data.get("wall_seconds")}).get("w")
+        by_round = {}
+        for key, metrics in (data.get("by_round") or {}).items():
+            if str(key).isdigit():
+                by_round[int(key)] = _finite(metrics)
+        per_client = data.get("final_per_client")
+        loads = data.get("model_loads_per_process")
+        return cls(
+            fed_alg=str(data.get("fed_alg") or ""),
+            seed=integer("seed"),
+            num_rounds=integer("num_rounds"),
+            wall_seconds=wall,
+            final_round=integer("final_round"),
+            final=_finite(data.get("final")),
+            final_per_client={str(c): _finite(m) for c, m in (per_client or {}).items()}
+            if isinstance(per_client, Mapping)
+            else {},
+            by_round=dict(sorted(by_round.items())),
+            model_loads_per_process=dict(loads) if isinstance(loads, Mapping) else {},
+        )
+
+
+def read_summary(run_dir: str | os.PathLike) -> Summary | None:
+    """Return a run's summary (None when it has none); a damaged file is a RunFileError."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunFileError(f"summary.json is damaged ({exc})") from exc
+    return Summary.from_json(data)

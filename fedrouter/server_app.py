@@ -43,7 +43,7 @@ def make_server_app(
         summary = run_federation(
             conf, grid, strategy, opened.recorder(), lora, checkpoint=opened.checkpoint
         )
-        logger.info("final client-weighted mean: %s", summary["final"])
+        logger.info("final client-weighted mean: %s", summary.final)
 
     return app
 
