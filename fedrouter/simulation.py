@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> None:
         del args[i : i + 2]
     from fedrouter.supervise import supervise
 
-    raise SystemExit(run_cli(lambda cfg: supervise(cfg, log_file), args))
+    def supervised(cfg: Config) -> int:
+        return supervise(cfg, log_file, prepare=prepare, simulate=simulate)
+
+    raise SystemExit(run_cli(supervised, args))
 
 
 if __name__ == "__main__":

@@ -50,15 +50,14 @@ def die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _child(cfg: Config, base_path: str, run: Run, parent: int) -> None:
-    """The child's body: its own session, its output to the log, then the simulation."""
+def _child(cfg: Config, base_path: str, run: Run, parent: int, simulate) -> None:
+    """The child's body: its own session, its output to the log, then ``simulate``."""
     os.setsid()  # a terminal's Ctrl-C goes to the foreground group: the supervisor alone
     die_with(parent)  # ...and a supervisor killed outright takes the run (and Ray's) with it
     if run.log is not None:
         send_output_to(run.log)
     from fedrouter.config import report_errors
     from fedrouter.logs import setup_logging
-    from fedrouter.simulation import simulate
 
     setup_logging(cfg.debug)
     report_errors(lambda: simulate(cfg, base_path, run), cfg.debug)
@@ -155,14 +154,13 @@ def tail(path: Path, lines: int = 5) -> str:
         return ""
 
 
-def supervise(cfg: Config, log_file: str | None = None) -> int:
-    """Check and claim the run here, simulate it in a child process; return its exit code.
+def supervise(cfg: Config, log_file: str | None, *, prepare, simulate) -> int:
+    """Open the run here (``prepare``), ``simulate`` it in a child process; return its exit code.
 
-    Bad input fails here, before any child starts. The exit code is the child's, or 130/143
-    when SIGINT/SIGTERM stopped the run.
+    ``prepare(cfg, log_file) -> (cfg, base_path, run)`` and ``simulate(cfg, base_path, run)``
+    are ``fedrouter.simulation``'s. Bad input fails here, before any child starts. The exit
+    code is the child's, or 130/143 when SIGINT/SIGTERM stopped the run.
     """
-    from fedrouter.simulation import prepare
-
     ctx = multiprocessing.get_context("spawn")
     run: dict = {"dir": None, "log": None, "child": None}
 
@@ -192,7 +190,9 @@ def supervise(cfg: Config, log_file: str | None = None) -> int:
             sys.stdout.write(f"fedrouter: seed {cfg.seed} runs in {run_dir}; log: {log}\n")
             sys.stdout.flush()
         child = ctx.Process(
-            target=_child, args=(cfg, base_path, opened, os.getpid()), name="fedrouter-run"
+            target=_child,
+            args=(cfg, base_path, opened, os.getpid(), simulate),
+            name="fedrouter-run",
         )
         run["child"] = child
         child.start()
