@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fedrouter.atomic import atomic_write_json
 from fedrouter.config import Config, ConfigError, parse_args
 from fedrouter.errors import FedRouterError
-from fedrouter.results import atomic_write_json
 
 logger = logging.getLogger("fedrouter.bench")
 

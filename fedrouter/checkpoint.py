@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fedrouter.atomic import atomic_write
 from fedrouter.errors import FedRouterError
 
 CHECKPOINT = "checkpoint.npz"
@@ -45,17 +45,7 @@ def save_checkpoint(run_dir: Path, server_round: int, arrays: dict, meta: dict) 
     path = Path(run_dir) / CHECKPOINT
     meta_bytes = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8).copy()
     payload = {**arrays, _META: meta_bytes}
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: np.savez(handle, **payload), suffix=".npz")
 
 
 def load_checkpoint(run_dir: Path) -> Checkpoint:
@@ -92,8 +82,13 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     ]
 
 
-def find_run_to_resume(output_dir: str | os.PathLike, name: str, current: dict) -> Path:
-    """Return the newest run folder ``name`` / ``name_<n>`` of this config with a checkpoint."""
+def find_run_to_resume(
+    output_dir: str | os.PathLike, name: str, current: dict
+) -> tuple[Path, Checkpoint]:
+    """Return the newest run folder ``name`` / ``name_<n>`` of this config, and its checkpoint.
+
+    A missing, damaged or foreign checkpoint, or a finished run, is a CheckpointError.
+    """
     root = Path(output_dir)
     named = [root / name, *root.glob(f"{name}_*")]
     candidates = [p for p in named if (p / "config.json").is_file()]
@@ -106,5 +101,4 @@ def find_run_to_resume(output_dir: str | os.PathLike, name: str, current: dict) 
         raise CheckpointError(f"cannot resume {run_dir}: config differs ({'; '.join(diffs)})")
     if (run_dir / "summary.json").is_file():
         raise CheckpointError(f"{run_dir} has already finished (summary.json exists)")
-    load_checkpoint(run_dir)  # fail now, before any model loads, if it is unusable
-    return run_dir
+    return run_dir, load_checkpoint(run_dir)

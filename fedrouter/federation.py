@@ -10,10 +10,10 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedrouter.checkpoint import load_checkpoint, save_checkpoint
+from fedrouter.checkpoint import save_checkpoint
 from fedrouter.errors import FedRouterError
 from fedrouter.profiling import messages_bytes, peak_rss_mb, phase, take_phases
-from fedrouter.results import RunRecorder, read_metrics
+from fedrouter.results import RunRecorder, Summary
 from fedrouter.strategies.base import (
     ADAPTER_KEY,
     CLUSTER_QUERY,
@@ -157,12 +157,15 @@ def log_eval_table(server_round: int, evals: list[dict], mean: dict) -> None:
 
 
 def run_federation(
-    cfg, grid: Grid, strategy: ClusteredStrategy, recorder: RunRecorder, lora, resume=False
+    cfg, grid: Grid, strategy: ClusteredStrategy, recorder: RunRecorder, lora, checkpoint=None
 ):
-    """Run the clustering phase and every round; record everything; return the summary."""
+    """Run the clustering phase and every round; record everything; return the summary.
+
+    ``checkpoint`` (of the open run, when resuming) is where the rounds continue from.
+    """
     start = time.perf_counter()
     recorder.log_event("start")
-    history, first_round = prepare(cfg, grid, strategy, recorder, resume)
+    history, first_round = prepare(cfg, grid, strategy, recorder, checkpoint)
     for server_round in range(first_round, cfg.num_rounds + 1):
         play_round(cfg, grid, strategy, recorder, server_round, history)
         with phase("file-io"):
@@ -183,16 +186,12 @@ def run_federation(
     recorder.log_event("finish", seconds=time.perf_counter() - start, **server_fields())
     recorder.flush()
     summary = build_summary(cfg, history, recorder, time.perf_counter() - start)
-    recorder.write_json("summary.json", summary)
+    recorder.write_json("summary.json", summary.to_json())
     return summary
 
 
-def prepare(cfg, grid: Grid, strategy, recorder: RunRecorder, resume: bool):
-    """Cluster, match clusters, and restore a checkpoint if resuming; return (history, round)."""
-    checkpoint = load_checkpoint(recorder.run_dir) if resume else None
-    if checkpoint is not None:
-        # Events after the checkpoint belong to a round that never finished: drop them.
-        recorder.events = read_metrics(recorder.run_dir)[: checkpoint.meta["n_events"]]
+def prepare(cfg, grid: Grid, strategy, recorder: RunRecorder, checkpoint):
+    """Cluster, match clusters, and restore the checkpoint if any; return (history, round)."""
     nodes = wait_for_nodes(grid, cfg.num_clients)
     start = time.perf_counter()
     traffic: dict = {}
@@ -302,7 +301,7 @@ def evaluate_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_roun
     return {"mean": mean, "clients": list(strategy.last_eval)}
 
 
-def build_summary(cfg, history: dict[int, dict], recorder: RunRecorder, seconds: float) -> dict:
+def build_summary(cfg, history: dict[int, dict], recorder: RunRecorder, seconds: float) -> Summary:
     """Summarise: final ROUGE per client and the client-weighted mean, per eval round too."""
     loads: dict[int, int] = {}
     for event in recorder.events:
@@ -310,17 +309,17 @@ def build_summary(cfg, history: dict[int, dict], recorder: RunRecorder, seconds:
             loads[event["pid"]] = max(loads.get(event["pid"], 0), event.get("model_loads", 0))
     evaluated = [r for r in sorted(history) if history[r]]
     final = history[evaluated[-1]] if evaluated else {}
-    return {
-        "fed_alg": cfg.fed_alg,
-        "seed": cfg.seed,
-        "num_rounds": cfg.num_rounds,
-        "wall_seconds": seconds,
-        "final_round": evaluated[-1] if evaluated else None,
-        "final": final.get("mean", {}),
-        "final_per_client": {
+    return Summary(
+        fed_alg=cfg.fed_alg,
+        seed=cfg.seed,
+        num_rounds=cfg.num_rounds,
+        wall_seconds=seconds,
+        final_round=evaluated[-1] if evaluated else None,
+        final=final.get("mean", {}),
+        final_per_client={
             str(e["partition_id"]): {k: e[k] for k in ("rouge1", "rouge2", "rougeL")}
             for e in final.get("clients", [])
         },
-        "by_round": {str(r): history[r].get("mean", {}) for r in evaluated},
-        "model_loads_per_process": {str(pid): n for pid, n in sorted(loads.items())},
-    }
+        by_round={r: history[r].get("mean", {}) for r in evaluated},
+        model_loads_per_process={str(pid): n for pid, n in sorted(loads.items())},
+    )

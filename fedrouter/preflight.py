@@ -135,10 +135,4 @@ def preflight(cfg: Config, *, hosts_clients: bool = True) -> tuple[Config, str]:
     check_seq_length(cfg, path, parts)
     check_lora_targets(cfg, path)
     cfg = resolve_lora_targets(cfg, model_type)
-    if cfg.resume:
-        from fedrouter.checkpoint import find_run_to_resume
-        from fedrouter.server_app import run_name
-
-        # A missing, damaged or foreign checkpoint fails here.
-        find_run_to_resume(cfg.output_dir, run_name(cfg), cfg.to_dict())
     return cfg, path

@@ -14,21 +14,20 @@ import csv
 import io
 import json
 import logging
-import math
 import os
 import re
 import statistics
 import sys
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedrouter.atomic import atomic_write, atomic_write_text
 from fedrouter.checkpoint import CHECKPOINT
 from fedrouter.errors import FedRouterError
-from fedrouter.results import atomic_write_text, check_writable
+from fedrouter.results import RunFileError, check_writable, read_events, read_summary
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +51,6 @@ CSV_COLUMNS = (
     "rel_to_local_pct",
 )
 MISSING = "—"
-REPORT_MODE = 0o644  # temporary files are created 0600; reports are meant to be shared
 # Files only a run directory holds: a folder with one of them and an unreadable config.json
 # is a damaged run, not a model folder.
 RUN_FILES = {"metrics.jsonl", "summary.json", "clustering.json", CHECKPOINT}
@@ -104,51 +102,6 @@ def _read_json(path: Path) -> Any:
     except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         logger.warning("skipping unreadable %s: %s", path, exc)
         return None
-
-
-def _read_events(run_dir: Path) -> tuple[list[dict], str]:
-    """Return the events of metrics.jsonl, skipping lines that do not parse, and a note."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return [], ""
-    events, bad = [], []
-    for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            event = json.loads(raw.decode("utf-8"))
-        except ValueError:  # not UTF-8, or not JSON
-            logger.warning("%s:%d is not JSON; skipped", path, n)
-            bad.append(n)
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    if not bad:
-        return events, ""
-    lines = ", ".join(map(str, bad[:3])) + (", ..." if len(bad) > 3 else "")
-    return events, f"metrics.jsonl: {len(bad)} unreadable line(s) skipped ({lines})"
-
-
-def _metrics(values: Any) -> dict[str, float]:
-    """Keep the finite numbers of a metrics mapping."""
-    if not isinstance(values, dict):
-        return {}
-    return {
-        str(k): float(v)
-        for k, v in values.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    }
-
-
-def _by_round(values: Any) -> dict[int, dict[str, float]]:
-    """Turn summary.json's ``by_round`` (string keys) into {round: metrics}."""
-    out = {}
-    for key, metrics in (values or {}).items():
-        try:
-            out[int(key)] = _metrics(metrics)
-        except (TypeError, ValueError):
-            logger.warning("ignoring by_round key %r", key)
-    return dict(sorted(out.items()))
 
 
 def _last_round(events: Iterable[dict], kind: str) -> int | None:
@@ -231,16 +184,18 @@ def _clustering_fault(clustering: Any) -> str:
 def load_run(run_dir: Path, config: dict) -> RunRecord:
     """Read one run directory whose config.json holds ``config``."""
     notes = []
-    summary_path = run_dir / "summary.json"
-    summary = _read_json(summary_path) if summary_path.is_file() else None
-    if summary_path.is_file() and not isinstance(summary, dict):
-        notes.append("summary.json is damaged (not a readable JSON object)")
-        summary = None
-    seed = config.get("seed", (summary or {}).get("seed"))
-    num_rounds = config.get("num_rounds", (summary or {}).get("num_rounds"))
+    try:
+        summary = read_summary(run_dir)
+    except RunFileError as exc:
+        notes.append(str(exc))
+        summary, damaged = None, True
+    else:
+        damaged = False
+    seed = config.get("seed", summary.seed if summary else None)
+    num_rounds = config.get("num_rounds", summary.num_rounds if summary else None)
     record = RunRecord(
         path=run_dir,
-        method=str(config.get("fed_alg") or (summary or {}).get("fed_alg") or "unknown"),
+        method=str(config.get("fed_alg") or (summary.fed_alg if summary else "") or "unknown"),
         scenario=str(config.get("scenario") or DEFAULT_SCENARIO),
         seed=seed if isinstance(seed, int) else None,
         status=COMPLETE,
@@ -253,25 +208,22 @@ def load_run(run_dir: Path, config: dict) -> RunRecord:
         record.clustering = None if fault else clustering
         if fault:
             notes.append(fault)
-    events, events_note = _read_events(run_dir)
-    if events_note:
-        notes.append(events_note)
+    log = read_events(run_dir)
+    notes.append(log.note())
+    events = log.events
     centroids = (record.clustering or {}).get("global_centroids")
     n_adapters = len(centroids) if isinstance(centroids, list) else 0
     record.rounds_trained = rounds_trained(events, n_adapters)
     record.local_purity = local_purity(events)
     if summary is not None:
-        wall = summary.get("wall_seconds")
-        if isinstance(wall, int | float) and not isinstance(wall, bool) and math.isfinite(wall):
-            record.wall_seconds = float(wall)
-        record.final = _metrics(summary.get("final"))
-        record.by_round = _by_round(summary.get("by_round"))
-        final_round = summary.get("final_round")
-        record.last_round = final_round if isinstance(final_round, int) else None
+        record.wall_seconds = summary.wall_seconds
+        record.final = summary.final
+        record.by_round = summary.by_round
+        record.last_round = summary.final_round
     if not record.final:
         record.last_round = _last_round(events, "eval")
         record.status, why = _unfinished_status(events, record.num_rounds, summary is not None)
-        if summary_path.is_file() and summary is None:
+        if damaged:
             record.status, why = FAILED, ""  # the damage note says it
         notes.insert(0, why)
     record.note = _one_line("; ".join(n for n in notes if n))
@@ -647,15 +599,9 @@ def _safe_name(text: str) -> str:
 
 def _save_figure(fig, path: Path) -> None:
     """Save a figure as PNG through a temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.chmod(tmp, REPORT_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(
+        path, lambda handle: fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
+    )
 
 
 def plot_rouge1_by_round(runs: list[RunRecord], scenario: str, path: Path) -> None:

@@ -1,6 +1,10 @@
-"""The run directory: resolved config, metrics.jsonl, adapters, clustering and summary files.
+"""The run directory, and its one owner: naming, opening, and every file in it.
 
-Every file is written atomically (temporary file, then rename), so a crash never leaves a
+A run directory ``<output_dir>/<sim_alias>_<fed_alg>_seed<seed>[_<n>]`` holds the resolved
+config, metrics.jsonl, adapters, clustering.json, the checkpoint and summary.json.
+``open_run`` serves both runtimes (the simulation and ``flwr run``'s ServerApp): it claims a
+fresh directory and writes config.json, or finds the run to resume and reads its checkpoint,
+once. Every file is written atomically (``fedrouter.atomic``), so a crash never leaves a
 half-written file behind.
 """
 
@@ -8,56 +12,25 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fedrouter import __version__
+from fedrouter.atomic import atomic_folder, atomic_write_json, atomic_write_text, jsonable
+from fedrouter.checkpoint import Checkpoint, find_run_to_resume
 from fedrouter.errors import FedRouterError
 
 logger = logging.getLogger(__name__)
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
-
-def _jsonable(value: Any) -> Any:
-    """Turn numpy scalars and arrays into plain JSON values."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    atomic_write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
 
 
 def check_writable(output_dir: str | os.PathLike) -> Path:
@@ -70,6 +43,29 @@ def check_writable(output_dir: str | os.PathLike) -> Path:
     except OSError as exc:
         raise FedRouterError(f"output_dir '{root}' is not writable: {exc.strerror}") from exc
     return root
+
+
+def run_name(cfg) -> str:
+    """Name a run folder after the alias, method and seed (a suffix _2, _3... may follow)."""
+    return f"{cfg.sim_alias}_{cfg.fed_alg}_seed{cfg.seed}"
+
+
+def run_suffix(run_dir: Path, name: str) -> int:
+    """Return ``n`` of a run folder named ``name`` (1) or ``name_<n>``."""
+    if run_dir.name == name:
+        return 1
+    tail = run_dir.name[len(name) + 1 :]
+    return int(tail) if tail.isdigit() else 1
+
+
+def log_for_suffix(log_file: str | os.PathLike, n: int) -> Path:
+    """Return the log of the ``n``-th run of a name: ``X_log.txt``, then ``X_2_log.txt``..."""
+    path = Path(log_file)
+    if n == 1:
+        return path
+    if path.name.endswith("_log.txt"):
+        return path.with_name(f"{path.name[: -len('_log.txt')]}_{n}_log.txt")
+    return path.with_name(f"{path.stem}_{n}{path.suffix}")
 
 
 def new_run_dir(
@@ -105,18 +101,49 @@ def save_adapter_dir(path: Path, arrays: Mapping[str, np.ndarray], lora_config) 
     """Write a standard PEFT adapter folder (loads with ``PeftModel.from_pretrained``)."""
     from safetensors.numpy import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_folder(path) as tmp:
         lora_config.save_pretrained(str(tmp))
         tensors = {key: np.ascontiguousarray(value) for key, value in arrays.items()}
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+
+@dataclass
+class Run:
+    """An open run directory: where it is, the run's own log, the checkpoint it resumes from."""
+
+    dir: Path
+    log: Path | None = None
+    checkpoint: Checkpoint | None = None
+
+    def recorder(self) -> RunRecorder:
+        """Return the run's recorder; resuming, it holds the events up to the checkpoint.
+
+        Events after the checkpoint belong to a round that never finished: they are dropped.
+        """
+        recorder = RunRecorder(self.dir)
+        if self.checkpoint is not None:
+            recorder.events = read_metrics(self.dir)[: self.checkpoint.meta["n_events"]]
+        return recorder
+
+
+def open_run(cfg, *, base_path: str | None = None, log_file: str | None = None) -> Run:
+    """Claim a fresh run directory and write its config.json, or open the run to resume.
+
+    With ``log_file``, the run gets its own log: ``log_file`` for the first run of a name,
+    ``..._<n>_log.txt`` beside run directory ``..._<n>`` after it (claimed together, so that
+    concurrent runs never share one). Resuming reads the checkpoint here, once, and fails
+    (CheckpointError) on a missing, damaged or foreign one.
+    """
+    name = run_name(cfg)
+    if cfg.resume:
+        run_dir, checkpoint = find_run_to_resume(cfg.output_dir, name, cfg.to_dict())
+        log = log_for_suffix(log_file, run_suffix(run_dir, name)) if log_file else None
+        return Run(run_dir, log, checkpoint)
+    log_for = (lambda n: log_for_suffix(log_file, n)) if log_file else None
+    run_dir = new_run_dir(cfg.output_dir, name, log_for)
+    extra = {"base_model_path": base_path} if base_path is not None else None
+    RunRecorder(run_dir).write_config(cfg.to_dict(), extra)
+    return Run(run_dir, log_for(run_suffix(run_dir, name)) if log_for else None)
 
 
 class RunRecorder:
@@ -134,7 +161,7 @@ class RunRecorder:
 
     def log_event(self, kind: str, **fields: Any) -> dict:
         """Record one event (train, eval, failure, load...) with a wall-clock timestamp."""
-        event = {"event": kind, **_jsonable(fields), "time": round(time.time(), 3)}
+        event = {"event": kind, **jsonable(fields), "time": round(time.time(), 3)}
         self.events.append(event)
         return event
 
@@ -154,7 +181,132 @@ class RunRecorder:
         return path
 
 
-def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    """Read a run's metrics.jsonl."""
+class RunFileError(FedRouterError):
+    """A file of a run directory cannot be read as the project writes it."""
+
+
+@dataclass
+class EventLog:
+    """metrics.jsonl as read: its events, and the numbers of the lines that did not parse."""
+
+    events: list[dict]
+    unreadable: list[int]
+
+    def of(self, kind: str) -> list[dict]:
+        """Return the events of one kind (train, eval, round, failure...), in order."""
+        return [e for e in self.events if e.get("event") == kind]
+
+    def note(self) -> str:
+        """Say which lines were skipped, or return an empty string."""
+        if not self.unreadable:
+            return ""
+        more = ", ..." if len(self.unreadable) > 3 else ""
+        lines = ", ".join(map(str, self.unreadable[:3])) + more
+        return f"metrics.jsonl: {len(self.unreadable)} unreadable line(s) skipped ({lines})"
+
+
+def read_events(run_dir: str | os.PathLike, *, strict: bool = False) -> EventLog:
+    """Read a run's metrics.jsonl (no file: no events).
+
+    A line that is not UTF-8 JSON of an object is skipped and counted, or with ``strict``
+    (resuming, where every event must be kept) a RunFileError naming the file and line.
+    """
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not path.is_file():
+        return EventLog([], [])
+    events, bad = [], []
+    for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            event = json.loads(raw.decode("utf-8"))
+        except ValueError:  # not UTF-8 (UnicodeDecodeError is a ValueError), or not JSON
+            event = None
+        if not isinstance(event, dict):
+            if strict:
+                raise RunFileError(f"{path}:{n} is not a JSON event")
+            logger.warning("%s:%d is not a JSON event; skipped", path, n)
+            bad.append(n)
+            continue
+        events.append(event)
+    return EventLog(events, bad)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """Return every event of a run's metrics.jsonl; a damaged line is a RunFileError."""
+    return read_events(run_dir, strict=True).events
+
+
+def _finite(values: Any) -> dict[str, float]:
+    """Keep the finite numbers of a metrics mapping (summary files are read defensively)."""
+    if not isinstance(values, Mapping):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+@dataclass
+class Summary:
+    """summary.json: the final ROUGE per client and its client-weighted mean, by round too."""
+
+    fed_alg: str
+    seed: int | None
+    num_rounds: int | None
+    wall_seconds: float | None
+    final_round: int | None
+    final: dict[str, float]
+    final_per_client: dict[str, dict[str, float]]
+    by_round: dict[int, dict[str, float]]
+    model_loads_per_process: dict[str, int]
+
+    def to_json(self) -> dict:
+        """Return the JSON object written to summary.json (by_round keyed by strings)."""
+        data = asdict(self)
+        data["by_round"] = {str(r): m for r, m in self.by_round.items()}
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> Summary:
+        """Read a summary.json object; fields of the wrong type read as absent."""
+        if not isinstance(data, Mapping):
+            raise RunFileError("summary.json is not a JSON object")
+
+        def integer(key):
+            value = data.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        wall = _finite({"w": data.get("wall_seconds")}).get("w")
+        by_round = {}
+        for key, metrics in (data.get("by_round") or {}).items():
+            if str(key).isdigit():
+                by_round[int(key)] = _finite(metrics)
+        per_client = data.get("final_per_client")
+        loads = data.get("model_loads_per_process")
+        return cls(
+            fed_alg=str(data.get("fed_alg") or ""),
+            seed=integer("seed"),
+            num_rounds=integer("num_rounds"),
+            wall_seconds=wall,
+            final_round=integer("final_round"),
+            final=_finite(data.get("final")),
+            final_per_client={str(c): _finite(m) for c, m in (per_client or {}).items()}
+            if isinstance(per_client, Mapping)
+            else {},
+            by_round=dict(sorted(by_round.items())),
+            model_loads_per_process=dict(loads) if isinstance(loads, Mapping) else {},
+        )
+
+
+def read_summary(run_dir: str | os.PathLike) -> Summary | None:
+    """Return a run's summary (None when it has none); a damaged file is a RunFileError."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunFileError(f"summary.json is damaged ({exc})") from exc
+    return Summary.from_json(data)

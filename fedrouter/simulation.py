@@ -14,7 +14,7 @@ from pathlib import Path
 from fedrouter.config import Config, run_cli
 from fedrouter.logs import HeldRecords, setup_logging
 from fedrouter.preflight import preflight
-from fedrouter.results import RunRecorder
+from fedrouter.results import Run, open_run
 
 logger = logging.getLogger("fedrouter")
 
@@ -39,52 +39,44 @@ def backend_config(cfg: Config) -> dict:
     }
 
 
-def prepare(cfg: Config, log_file: str | None = None):
-    """Check everything, then claim the run directory (and its log, with ``log_file``).
+def prepare(cfg: Config, log_file: str | None = None) -> tuple[Config, str, Run]:
+    """Check everything, then open the run (``fedrouter.results.open_run``).
 
-    Return ``(cfg, base_path, run_dir, log)``: the config with its LoRA targets resolved, the
-    base model's folder, the run directory (with ``config.json`` written unless resuming) and
-    the run's own log (None without ``log_file``). Bad input raises before anything is written.
-    With ``log_file``, the lines logged meanwhile go to that log, not to the terminal.
+    Return the config with its LoRA targets resolved, the base model's folder, and the open
+    run. Bad input raises before anything is written. With ``log_file``, the lines logged
+    meanwhile go to the run's own log, not to the terminal.
     """
-    from fedrouter.server_app import run_name, server_run_dir
-    from fedrouter.supervise import log_for_suffix, run_suffix
-
     held = HeldRecords() if log_file else None
     try:
         cfg, base_path = preflight(cfg)
-        log_for = (lambda n: log_for_suffix(log_file, n)) if log_file else None
-        run_dir = server_run_dir(cfg, log_for)
-        log = log_for(run_suffix(run_dir, run_name(cfg))) if log_for else None
+        run = open_run(cfg, base_path=base_path, log_file=log_file)
     except BaseException:
         if held is not None:
             held.replay(logging.WARNING)  # a run that fails here shows its warnings
         raise
-    if not cfg.resume:
-        RunRecorder(run_dir).write_config(cfg.to_dict(), {"base_model_path": base_path})
     if held is not None:
-        held.replay_to(log, resumed=cfg.resume)
-    return cfg, base_path, run_dir, log
+        held.replay_to(run.log, resumed=cfg.resume)
+    return cfg, base_path, run
 
 
-def simulate(cfg: Config, base_path: str, run_dir: Path, client_app=None) -> Path:
-    """Run the Flower simulation of a prepared run and return its run directory."""
+def simulate(cfg: Config, base_path: str, run: Run, client_app=None) -> Path:
+    """Run the Flower simulation of an open run and return its run directory."""
     from flwr.simulation import run_simulation
 
     from fedrouter.client_app import make_client_app
     from fedrouter.server_app import make_server_app
 
     start = time.perf_counter()
-    logger.info("run directory: %s%s", run_dir, " (resuming)" if cfg.resume else "")
+    logger.info("run directory: %s%s", run.dir, " (resuming)" if cfg.resume else "")
     run_simulation(
-        server_app=make_server_app(cfg, run_dir, base_path),
+        server_app=make_server_app(cfg, run, base_path),
         client_app=client_app or make_client_app(cfg),
         num_supernodes=cfg.num_clients,
         backend_config=backend_config(cfg),
         verbose_logging=cfg.debug,
     )
-    logger.info("finished in %.1fs; results in %s", time.perf_counter() - start, run_dir)
-    return run_dir
+    logger.info("finished in %.1fs; results in %s", time.perf_counter() - start, run.dir)
+    return run.dir
 
 
 def run(cfg: Config, client_app=None) -> Path:
@@ -93,8 +85,8 @@ def run(cfg: Config, client_app=None) -> Path:
     ``client_app`` replaces the project's ClientApp (library use, e.g. a wrapped app in tests).
     """
     setup_logging(cfg.debug)
-    cfg, base_path, run_dir, _ = prepare(cfg)
-    return simulate(cfg, base_path, run_dir, client_app)
+    cfg, base_path, opened = prepare(cfg)
+    return simulate(cfg, base_path, opened, client_app)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,7 +105,10 @@ def main(argv: list[str] | None = None) -> None:
         del args[i : i + 2]
     from fedrouter.supervise import supervise
 
-    raise SystemExit(run_cli(lambda cfg: supervise(cfg, log_file), args))
+    def supervised(cfg: Config) -> int:
+        return supervise(cfg, log_file, prepare=prepare, simulate=simulate)
+
+    raise SystemExit(run_cli(supervised, args))
 
 
 if __name__ == "__main__":

@@ -24,26 +24,9 @@ from pathlib import Path
 
 from fedrouter.checkpoint import CHECKPOINT, read_checkpoint_round
 from fedrouter.config import Config
+from fedrouter.results import Run
 
 STOP_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-def log_for_suffix(log_file: str | os.PathLike, n: int) -> Path:
-    """Return the log of the ``n``-th run of a name: ``X_log.txt``, then ``X_2_log.txt``..."""
-    path = Path(log_file)
-    if n == 1:
-        return path
-    if path.name.endswith("_log.txt"):
-        return path.with_name(f"{path.name[: -len('_log.txt')]}_{n}_log.txt")
-    return path.with_name(f"{path.stem}_{n}{path.suffix}")
-
-
-def run_suffix(run_dir: Path, name: str) -> int:
-    """Return ``n`` of a run folder named ``name`` (1) or ``name_<n>``."""
-    if run_dir.name == name:
-        return 1
-    tail = run_dir.name[len(name) + 1 :]
-    return int(tail) if tail.isdigit() else 1
 
 
 def send_output_to(log: Path) -> None:
@@ -67,18 +50,17 @@ def die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _child(cfg: Config, base_path: str, run_dir: Path, log: Path | None, parent: int) -> None:
-    """The child's body: its own session, its output to the log, then the simulation."""
+def _child(cfg: Config, base_path: str, run: Run, parent: int, simulate) -> None:
+    """The child's body: its own session, its output to the log, then ``simulate``."""
     os.setsid()  # a terminal's Ctrl-C goes to the foreground group: the supervisor alone
     die_with(parent)  # ...and a supervisor killed outright takes the run (and Ray's) with it
-    if log is not None:
-        send_output_to(log)
+    if run.log is not None:
+        send_output_to(run.log)
     from fedrouter.config import report_errors
     from fedrouter.logs import setup_logging
-    from fedrouter.simulation import simulate
 
     setup_logging(cfg.debug)
-    report_errors(lambda: simulate(cfg, base_path, run_dir), cfg.debug)
+    report_errors(lambda: simulate(cfg, base_path, run), cfg.debug)
 
 
 def descendants(pid: int) -> list:
@@ -172,14 +154,13 @@ def tail(path: Path, lines: int = 5) -> str:
         return ""
 
 
-def supervise(cfg: Config, log_file: str | None = None) -> int:
-    """Check and claim the run here, simulate it in a child process; return its exit code.
+def supervise(cfg: Config, log_file: str | None, *, prepare, simulate) -> int:
+    """Open the run here (``prepare``), ``simulate`` it in a child process; return its exit code.
 
-    Bad input fails here, before any child starts. The exit code is the child's, or 130/143
-    when SIGINT/SIGTERM stopped the run.
+    ``prepare(cfg, log_file) -> (cfg, base_path, run)`` and ``simulate(cfg, base_path, run)``
+    are ``fedrouter.simulation``'s. Bad input fails here, before any child starts. The exit
+    code is the child's, or 130/143 when SIGINT/SIGTERM stopped the run.
     """
-    from fedrouter.simulation import prepare
-
     ctx = multiprocessing.get_context("spawn")
     run: dict = {"dir": None, "log": None, "child": None}
 
@@ -203,13 +184,15 @@ def supervise(cfg: Config, log_file: str | None = None) -> int:
 
     previous = {sig: signal.signal(sig, stop) for sig in STOP_EXIT}
     try:
-        cfg, base_path, run["dir"], run["log"] = prepare(cfg, log_file)
-        run_dir, log = run["dir"], run["log"]
+        cfg, base_path, opened = prepare(cfg, log_file)
+        run_dir, log = run["dir"], run["log"] = opened.dir, opened.log
         if log is not None:
             sys.stdout.write(f"fedrouter: seed {cfg.seed} runs in {run_dir}; log: {log}\n")
             sys.stdout.flush()
         child = ctx.Process(
-            target=_child, args=(cfg, base_path, run_dir, log, os.getpid()), name="fedrouter-run"
+            target=_child,
+            args=(cfg, base_path, opened, os.getpid(), simulate),
+            name="fedrouter-run",
         )
         run["child"] = child
         child.start()

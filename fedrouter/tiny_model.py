@@ -15,10 +15,11 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from fedrouter.atomic import atomic_folder
 
 logger = logging.getLogger(__name__)
 
@@ -125,25 +126,14 @@ def build_tiny_model(out_dir: str | os.PathLike, spec: TinyModelSpec | None = No
 def save_model_atomically(model, tokenizer, out: Path, extra_json: dict[str, dict]) -> None:
     """Save model and tokenizer to ``out`` via a sibling temp dir, so a crash leaves nothing."""
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    if out.exists() and not (out / "config.json").exists():
+        shutil.rmtree(out)  # a leftover that never completed
+    # Another process that finished the same deterministic build first keeps its folder.
+    with atomic_folder(out, replace=False) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         for name, content in extra_json.items():
             (tmp / name).write_text(json.dumps(content, indent=2))
-        if out.exists() and not (out / "config.json").exists():
-            shutil.rmtree(out)  # a leftover that never completed
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if not (out / "config.json").exists():
-                raise
-            # Another process finished the same deterministic build first: keep theirs.
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def resolve_tiny_model(spec: TinyModelSpec | None = None) -> Path:

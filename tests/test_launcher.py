@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fedrouter.results import new_run_dir
-from fedrouter.supervise import log_for_suffix, run_suffix
+from fedrouter.results import log_for_suffix, new_run_dir, run_suffix
 
 LAUNCHER = Path(__file__).resolve().parents[1] / "training_scripts/run_flower_simulation_router.sh"
 TINY = """
