@@ -195,7 +195,7 @@ class Config:
         1.0, "GPU fraction per simulated client (>= 0; not requested without CUDA)."
     )
     run_simulation: bool = _opt(
-        True, "Run the in-process simulation (accepted as a bare flag, as the launcher passes it)."
+        True, "Run the in-process simulation (a bare flag, as the paper's launcher passes it)."
     )
     debug: bool = _opt(False, "Show tracebacks on errors.")
     resume: bool = _opt(
