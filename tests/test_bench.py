@@ -94,7 +94,7 @@ def test_phase_timers_accumulate_and_reset():
     assert take_phases() == {}
 
 
-def test_content_bytes_counts_array_payloads():
+def test_content_bytes_counts_array_payloads(flower_server_identity):
     arrays = {"a": np.zeros((100, 10), np.float32), "b": np.ones(7, np.int64)}
     content = RecordDict(
         {

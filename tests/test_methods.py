@@ -5,7 +5,7 @@ import json
 import pytest
 
 from fedrouter.results import read_metrics
-from tests.test_simulation import run_simulation
+from tests.conftest import run_simulation
 
 pytestmark = pytest.mark.slow  # six simulations, about 5 minutes on 2 cores: run with -m slow
 
