@@ -466,6 +466,12 @@ def _convert(name: str, text: str, tp: Any) -> Any:
         _fail(name, text, f"expected {expected}")
 
 
+def parse_field(name: str, text: str) -> Any:
+    """Return ``text`` as the value that the flag ``--<name> text`` gives the field."""
+    _reject_unknown({name: text})
+    return _convert(name, text, _field_types()[name])
+
+
 def _metavar(tp: Any) -> str:
     """Return the placeholder shown for a field's value in --help."""
     tp, _ = _strip_optional(tp)
