@@ -4,11 +4,11 @@
     python -m fedrouter.bench --model llama-3.2-1b --layers 2 --ab-only   # GPU-scale geometry
 
 It runs the preset through the simulation runtime exactly as the launcher would (the flags
-come from ``run_flower_simulation_router.sh`` itself), then sums the phases every process
-recorded in metrics.jsonl into one table, and writes the figures as JSON. Afterwards, in this
-process, it measures two A/Bs against the reference behaviour of reloading the base model:
-evaluation with adapters swapped in place against a reload per routed cluster, and
-embedding with the cached model against a load per call.
+come from the launcher's variables and the preset, read by ``fedrouter.launcher``), then
+sums the phases every process recorded in metrics.jsonl into one table, and writes the
+figures as JSON. Afterwards, in this process, it measures two A/Bs against the reference
+behaviour of reloading the base model: evaluation with adapters swapped in place against a
+reload per routed cluster, and embedding with the cached model against a load per call.
 
 Definitions
   slots             clients that run at once (Ray: cores / client_resources_cpus, or GPUs).
@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,11 +35,11 @@ import numpy as np
 from fedrouter.atomic import atomic_write_json
 from fedrouter.config import Config, ConfigError, parse_args
 from fedrouter.errors import FedRouterError
+from fedrouter.launcher import preset_flags
 
 logger = logging.getLogger("fedrouter.bench")
 
 ROOT = Path(__file__).resolve().parent.parent
-LAUNCHER = ROOT / "training_scripts" / "run_flower_simulation_router.sh"
 
 # Table rows: (label, phase names summed over clients and the server).
 ROWS = (
@@ -76,21 +75,7 @@ def preset_path(preset: str) -> Path:
 
 def launcher_flags(preset: str) -> list[str]:
     """Return the flags the launcher would pass for the preset's first seed."""
-    env = {**os.environ, "dry_run": "1"}
-    out = subprocess.run(
-        ["sh", str(LAUNCHER), str(preset_path(preset))],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    if out.returncode != 0:
-        raise ConfigError(f"the launcher rejected the preset: {out.stderr.strip()}")
-    flags = out.stdout.split("\n")[:-1]  # one flag or value per line; values may be empty
-    starts = [i for i, flag in enumerate(flags) if flag == "--learning_rate"]
-    if not starts:
-        raise ConfigError(f"no flags from the launcher for preset '{preset}'")
-    return flags[: starts[1]] if len(starts) > 1 else flags  # the first seed's flags
+    return preset_flags(preset_path(preset))
 
 
 def bench_config(args, workdir: Path) -> Config:

@@ -203,7 +203,7 @@ class Config:
         1.0, "GPU fraction per simulated client (>= 0; not requested without CUDA)."
     )
     run_simulation: bool = _opt(
-        True, "Run the in-process simulation (accepted as a bare flag, as the launcher passes it)."
+        True, "Run the in-process simulation (a bare flag, as the paper's launcher passes it)."
     )
     debug: bool = _opt(False, "Show tracebacks on errors.")
     resume: bool = _opt(
@@ -473,6 +473,12 @@ def _convert(name: str, text: str, tp: Any) -> Any:
     except ValueError:
         expected = tp.__name__ if item is None else f"a comma list of {item.__name__}"
         _fail(name, text, f"expected {expected}")
+
+
+def parse_field(name: str, text: str) -> Any:
+    """Return ``text`` as the value that the flag ``--<name> text`` gives the field."""
+    _reject_unknown({name: text})
+    return _convert(name, text, _field_types()[name])
 
 
 def _metavar(tp: Any) -> str:

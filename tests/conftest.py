@@ -1,8 +1,45 @@
-"""Shared fixtures: an isolated cache holding the tiny offline model, built once per session."""
+"""Shared settings, helpers and fixtures: the tiny run's flags, and an isolated cache holding
+the tiny offline model, built once per session."""
 
 import os
+import subprocess
+import sys
 
 import pytest
+
+# A small run of the simulation CLI: 4 clients x 2 rounds on the 4-bit tiny model.
+SMALL_RUN = [
+    "--model_name_or_path", "tiny",
+    "--dataset_name", "multitask_synthetic",
+    "--num_clients", "4",
+    "--sample_clients", "4",
+    "--global_n_clusters", "4",
+    "--n_clusters", "1",
+    "--split_strategy", "multitask_clusters",
+    "--num_rounds", "2",
+    "--evaluation_rounds", "1,2",
+    "--max_steps", "3",
+    "--batch_size", "4",
+    "--seq_length", "128",
+    "--template", "alpaca_short",
+    "--max_data_per_client", "40",
+    "--max_eval_size", "8",
+    "--max_new_tokens", "8",
+    "--eval_batch_size", "8",
+    "--peft_lora_r", "8",
+    "--client_resources_gpus", "0",
+    "--load_in_4bit", "True",
+    "--seed", "111",
+]  # fmt: skip
+
+
+def run_simulation(tmp_path, *extra):
+    """Run the simulation CLI in a subprocess and return (completed process, run dir)."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "fedrouter.simulation", *SMALL_RUN, "--output_dir", str(out)]
+    proc = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=900)
+    runs = [p for p in out.iterdir() if p.is_dir()] if out.exists() else []
+    return proc, (runs[0] if len(runs) == 1 else None)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,3 +79,26 @@ def fresh_qlora(qlora_model):
     model, tokenizer, init = qlora_model
     arrays_to_adapter(model, init)
     return model, tokenizer, init
+
+
+@pytest.fixture()
+def flower_server_identity():
+    """Give messages built outside a Flower runtime the identity a ServerApp's runtime sets.
+
+    A Message built with a destination takes its run and source node from TaskIdentity, which
+    Flower's runtimes set, through its public setters, before they run an app. A strategy
+    called directly in a test needs the same; the previous values come back afterwards.
+    """
+    from flwr.supercore.task_identity import TaskIdentity
+
+    names = ("run_id", "node_id", "task_id")
+    before = {}
+    for name in names:
+        try:
+            before[name] = getattr(TaskIdentity, name)
+        except RuntimeError:  # not set: its getter refuses
+            before[name] = None
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
+    yield
+    for name, value in before.items():
+        setattr(TaskIdentity, name, value)

@@ -1,14 +1,18 @@
-"""Every bad input of the README's table: one-line error naming the problem, non-zero exit,
-no traceback, nothing already written touched, no run directory created."""
+"""Every bad input of the README's table, through the CLI entry in this process: a one-line
+error naming the problem, exit 2, no traceback, nothing already written touched, no run
+directory created, and no child process started (bad input fails in ``prepare()``)."""
 
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
+
+from fedrouter import simulation
+from fedrouter.config import parse_args
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BASE = [
@@ -63,15 +67,11 @@ def foreign_run(root: Path) -> list[str]:
 
 
 def truncated_checkpoint(root: Path) -> list[str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "fedrouter.config", *BASE, "--output_dir", str(root / "out"),
-         # a run's config.json records the LoRA modules resolved for the tiny Llama
-         "--lora_target_modules", "q_proj,v_proj"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    # a run's config.json records the LoRA modules resolved for the tiny Llama
+    flags = [*BASE, "--output_dir", str(root / "out"), "--lora_target_modules", "q_proj,v_proj"]
     run = root / "out" / "router_single_clustered_seed2025"
     run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"config": json.loads(out.stdout)}))
+    (run / "config.json").write_text(json.dumps({"config": parse_args(flags).to_dict()}))
     (run / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short")
     return ["--resume", "True"]
 
@@ -122,6 +122,10 @@ CASES = {
 }  # fmt: skip
 
 
+# Cases that only a machine without CUDA can show.
+WITHOUT_CUDA = {"GPUs requested without CUDA"}
+
+
 def readme_rows() -> list[str]:
     """Return the first column of the README's bad-input table."""
     text = README.read_text()
@@ -133,8 +137,27 @@ def test_readme_table_and_test_cases_agree():
     assert readme_rows() == list(CASES)
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_gets_one_line_error(tmp_path, name, tiny_path):
+@pytest.fixture()
+def no_child_process(monkeypatch):
+    """Fail at once where the run's child process would start: bad input must stop before."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the run's child process was started: prepare() let it through")
+
+    context = SimpleNamespace(Process=refuse)
+    monkeypatch.setattr(
+        "fedrouter.supervise.multiprocessing", SimpleNamespace(get_context=lambda _: context)
+    )
+
+
+def cases():
+    for name in CASES:
+        cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+        yield pytest.param(name, marks=[cuda] if name in WITHOUT_CUDA else [], id=name)
+
+
+@pytest.mark.parametrize("name", cases())
+def test_bad_input_gets_one_line_error(tmp_path, name, tiny_path, capsys, no_child_process):
     extra, needle = CASES[name]
     if callable(extra):
         extra = extra(tmp_path)
@@ -143,14 +166,12 @@ def test_bad_input_gets_one_line_error(tmp_path, name, tiny_path):
     keep = out / "earlier_result.txt"
     keep.write_text("precious")
     before = sorted(p.name for p in out.iterdir())
-    args = [*BASE, "--output_dir", str(out), *extra]
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedrouter.simulation", *args],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and needle in errors[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    with pytest.raises(SystemExit) as info:
+        simulation.main([*BASE, "--output_dir", str(out), *extra])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err[-2000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], err[-2000:]
+    assert "Traceback" not in err
     assert keep.read_text() == "precious"
     assert sorted(p.name for p in out.iterdir()) == before  # no run directory was created

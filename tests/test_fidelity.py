@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -33,27 +31,17 @@ from fedrouter.data.templates import (
     get_template,
 )
 from fedrouter.evaluation import rouge_per_sample
+from fedrouter.launcher import preset_flags
 from fedrouter.preflight import resolve_lora_targets
 from fedrouter.seeding import kmeans_seed, lora_seed, reference_round_sample, trainer_seed
 from fedrouter.training import cosine_lr, tokenize_rows
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_TASKS = ["qqp", "gigaword", "samsum", "webnlg"]  # split_dataset.py's list
 
 
 def launcher_defaults() -> Config:
-    """Return the Config the launcher builds with its untouched variables (its dry run)."""
-    out = subprocess.run(
-        ["sh", "training_scripts/run_flower_simulation_router.sh"],
-        cwd=REPO_ROOT,
-        env={**os.environ, "dry_run": "1", "seeds": "111"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    flags = out.stdout.split("\n")[:-1]  # one flag or value per line; keep empty values
-    return parse_args(flags)
+    """Return the Config the launcher builds with its untouched variables (its first seed)."""
+    return parse_args(preset_flags())
 
 
 # --- the launcher's untouched defaults hold the reference's value in every config row ----

@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 
 from fedrouter.checkpoint import load_checkpoint
 from fedrouter.results import read_metrics
-from tests.test_simulation import SMALL_RUN
+from tests.conftest import SMALL_RUN
 
 FOUR_ROUNDS = [*SMALL_RUN, "--num_rounds", "4", "--evaluation_rounds", "2,4"]
 TIMING = ("time", "pid", "wall_seconds")

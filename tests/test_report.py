@@ -489,10 +489,11 @@ def test_run_scenarios_sees_a_synonym_as_finished(tmp_path):
 def test_launcher_with_no_seeds_is_an_error(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     preset = tmp_path / "preset.sh"
-    preset.write_text('seeds=""\n')
+    preset.write_text(f"seeds=\"\"\noutput_dir='{tmp_path / 'out'}'\n")
     proc = subprocess.run(
         ["sh", "training_scripts/run_flower_simulation_router.sh", str(preset)], cwd=repo,
-        env={**os.environ, "dry_run": "1"}, capture_output=True, text=True,
+        capture_output=True, text=True,
     )  # fmt: skip
-    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.returncode == 2 and proc.stdout == f"Using preset {preset}\n"
     assert proc.stderr.startswith("error: seeds is empty")
+    assert not (tmp_path / "out").exists()  # stopped before anything

@@ -1,46 +1,12 @@
 """End to end through Flower's simulation runtime: 4 clients x 2 rounds on the 4-bit tiny model."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from fedrouter.results import read_metrics
-
-SMALL_RUN = [
-    "--model_name_or_path", "tiny",
-    "--dataset_name", "multitask_synthetic",
-    "--num_clients", "4",
-    "--sample_clients", "4",
-    "--global_n_clusters", "4",
-    "--n_clusters", "1",
-    "--split_strategy", "multitask_clusters",
-    "--num_rounds", "2",
-    "--evaluation_rounds", "1,2",
-    "--max_steps", "3",
-    "--batch_size", "4",
-    "--seq_length", "128",
-    "--template", "alpaca_short",
-    "--max_data_per_client", "40",
-    "--max_eval_size", "8",
-    "--max_new_tokens", "8",
-    "--eval_batch_size", "8",
-    "--peft_lora_r", "8",
-    "--client_resources_gpus", "0",
-    "--load_in_4bit", "True",
-    "--seed", "111",
-]  # fmt: skip
-
-
-def run_simulation(tmp_path, *extra):
-    """Run the simulation CLI in a subprocess and return (completed process, run dir)."""
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "fedrouter.simulation", *SMALL_RUN, "--output_dir", str(out)]
-    proc = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=900)
-    runs = [p for p in out.iterdir() if p.is_dir()] if out.exists() else []
-    return proc, (runs[0] if len(runs) == 1 else None)
+from tests.conftest import run_simulation
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,8 @@ from fedrouter.strategies.base import (
     to_record,
 )
 
+pytestmark = pytest.mark.usefixtures("flower_server_identity")
+
 
 def make_cfg(**overrides):
     base = dict(
@@ -102,15 +104,6 @@ def sent_adapters(message):
         int(key.split(".")[1]): float(from_record(record)["lora_B"][0])
         for key, record in message.content.array_records.items()
     }
-
-
-@pytest.fixture(autouse=True)
-def server_identity(monkeypatch):
-    """Give messages built outside a Flower runtime the identity the runtime would set."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 0)):
-        monkeypatch.setattr(TaskIdentity, name, value, raising=False)
 
 
 @pytest.fixture()

@@ -35,14 +35,13 @@ project_dir="${PROJECT_DIR:-$(cd "$script_dir/.." && pwd)}"
 work_root="${WORK_ROOT:-$project_dir/output/flwr-deployment}"
 output_dir="${OUTPUT_DIR:-}"                       # default: ${work_root}/server/output
 federation="local-deployment"                      # SuperLink connection name (cli/config.toml)
-# Overrides of [tool.flwr.app.config]; the keys are fedrouter.config.Config fields.
-# num_clients (= num_supernodes) and output_dir (absolute) are always set by this script.
+# Overrides of the preset in pyproject.toml's [tool.flwr.app.config] (the keys are
+# fedrouter.config.Config fields): only what differs from it, for two SuperNodes and a short
+# run (tests/test_defaults.py checks both). num_clients (= num_supernodes) and output_dir
+# (absolute) are always set by this script.
 default_run_config='sample_clients=2 global_n_clusters=2 split_strategy="multitask_iid"'
-default_run_config="$default_run_config num_rounds=2 evaluation_rounds=\"2\" model_name_or_path=\"tiny\""
-default_run_config="$default_run_config dataset_name=\"multitask_synthetic\" client_resources_gpus=0"
-default_run_config="$default_run_config max_steps=5 batch_size=8 seq_length=256 max_data_per_client=100"
-default_run_config="$default_run_config max_eval_size=16 max_new_tokens=16 eval_batch_size=16"
-default_run_config="$default_run_config template=\"alpaca_short\" sim_alias=\"deployment\""
+default_run_config="$default_run_config max_data_per_client=100 max_eval_size=16"
+default_run_config="$default_run_config max_new_tokens=16 eval_batch_size=16 sim_alias=\"deployment\""
 run_config="${RUN_CONFIG:-$default_run_config}"
 start_timeout="${START_TIMEOUT:-180}"              # seconds to wait for SuperLink and SuperNodes
 run_timeout="${RUN_TIMEOUT:-0}"                    # seconds for the run itself; 0: no limit

@@ -8,7 +8,7 @@
 # and a run directory ${output_dir}/${sim_alias}_${fed_alg}_seed${seed}/ (see README); a later or
 # concurrent run of the same name gets its own pair, suffixed _2, _3...
 # The defaults are the experiment of the paper's own code (README, "Fidelity to the
-# reference implementation").
+# reference implementation"); each is also its Config field's default (tests/test_defaults.py).
 
 # Training configuration
 max_steps=10
@@ -67,14 +67,14 @@ save_every=1                          # checkpoint the server state every this m
 extra_args=""                         # any further flags, e.g. "--lora_dropout 0.1"
 
 python_bin="${PYTHON:-python}"
-dry_run="${dry_run:-0}"                # 1: print each seed's flags, one per line, and run nothing
+# ---- end of the variables: fedrouter/launcher.py sources only the lines above ----
 
 if [ $# -gt 0 ]; then
     if [ ! -f "$1" ]; then
         echo "error: preset '$1' not found" >&2
         exit 2
     fi
-    [ "$dry_run" = 1 ] || echo "Using preset $1"
+    echo "Using preset $1"
     case "$1" in
         */*) . "$1" ;;
         *) . "./$1" ;;  # `.` looks a bare name up in PATH, not in the current folder
@@ -83,14 +83,14 @@ fi
 
 # shellcheck disable=SC2086  # unquoted on purpose: a blank list is as empty as ""
 [ -n "$(echo $seeds)" ] || { echo "error: seeds is empty; set seeds=\"111 222\" (one run per seed)" >&2; exit 2; }
-[ "$dry_run" = 1 ] || mkdir -p "$output_dir" || { echo "error: cannot create output_dir '$output_dir'" >&2; exit 2; }
+mkdir -p "$output_dir" || { echo "error: cannot create output_dir '$output_dir'" >&2; exit 2; }
 export CUDA_VISIBLE_DEVICES="$gpu"
 export PYTHONUNBUFFERED=1
 
-[ "$dry_run" = 1 ] || echo "Starting Flower simulation (fed_alg=$fed_alg, seeds: $seeds)"
+echo "Starting Flower simulation (fed_alg=$fed_alg, seeds: $seeds)"
 for seed in $seeds; do
     log="$output_dir/${sim_alias}_seed${seed}_log.txt"
-    [ "$dry_run" = 1 ] || echo "===== seed $seed ====="
+    echo "===== seed $seed ====="
     set -- \
         --learning_rate "$lr" \
         --model_name_or_path "$model_name_or_path" \
@@ -110,8 +110,6 @@ for seed in $seeds; do
         --peft_lora_r "$lora_r" \
         --peft_lora_alpha "$lora_alpha" \
         --lora_target_modules "$lora_target_modules" \
-        --use_peft True \
-        --load_in_4bit True \
         --output_dir "$output_dir" \
         --template "$template" \
         --sim_round "$sim_round" \
@@ -134,13 +132,7 @@ for seed in $seeds; do
         --max_eval_size "$max_eval_size" \
         --seed "$seed" \
         --resume "$resume" \
-        --save_every "$save_every" \
-        --run_simulation
-    if [ "$dry_run" = 1 ]; then
-        # shellcheck disable=SC2086  # extra_args is meant to split into flags
-        printf '%s\n' "$@" $extra_args
-        continue
-    fi
+        --save_every "$save_every"
     # The run claims its log: $log, or ${log%_log.txt}_2_log.txt... beside a run directory of
     # the same suffix, so that no other run's log is ever written over. It prints both paths,
     # then writes everything else there; Ctrl-C stops it within seconds (resume=True goes on).
