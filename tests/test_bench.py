@@ -102,6 +102,9 @@ def test_round_times_are_those_of_the_run_directory(bench_result):
     evals = {str(e["round"]): e["seconds"] for e in events if e.get("stage") == "evaluate"}
     assert rounds["train_seconds"] == train and list(train) == ["1"]
     assert rounds["eval_seconds"] == evals and evals
+    tokens = sum(e["generated_tokens"] for e in events if e["event"] == "eval")
+    per_wall = bench_result["run"]["generation_tokens_per_wall_second"]
+    assert per_wall == pytest.approx(tokens / sum(evals.values()))
     assert rounds["steady_train_seconds"] is None  # one round: no steady state to speak of
     ab = bench_result["ab"]
     assert len(ab["train_call_seconds"]) == 3 and ab["train_call"]["max_steps"] == 3
@@ -118,6 +121,7 @@ def test_targets_show_each_figure_beside_its_target():
                        "max_new_tokens": 512, "max_eval_size": 64, "clients_evaluated": 8},
             "model_loads": {"seconds": 49.2, "processes": 4},
             "generation_tokens_per_second": 684.0,
+            "generation_tokens_per_wall_second": 1975.4,
             "peak_rss_mb": {"server": 6445.0},
         },
         "ab": {"train_call_seconds": [9.3, 2.0, 1.66], "train_call": {"max_steps": 10,
@@ -129,7 +133,8 @@ def test_targets_show_each_figure_beside_its_target():
     assert "one warm 10-step call, batch 16, in one process: 1.66 s" in text
     assert "4.2 ms in, 1.1 ms out" in text
     assert "12.30 s (target <= 3 s" in text
-    assert "684 new tokens/s" in text and "round 3: 63.2 s (max_new_tokens 512" in text
+    assert "1975 new tokens per second of evaluation-round wall time" in text
+    assert "684/s in each of 4 clients" in text and "round 3: 63.2 s (max_new_tokens 512" in text
     assert "6445 MiB with 4 clients at once" in text
     assert bench.target_lines({"machine": {"gpu": None}}) == []
 
