@@ -11,7 +11,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 
 from fedrouter import bench
 from fedrouter.profiling import PHASES, content_bytes, messages_bytes, phase, take_phases
-from fedrouter.strategies.base import to_record
+from fedrouter.protocol import to_record
 
 
 @pytest.fixture(scope="module")
