@@ -45,25 +45,3 @@ def test_report_reads_order_labels_and_gain_baselines_from_the_registry():
     assert report.METHOD_ORDER[:2] == ("clustered", "router_oracle")  # FedRouter, its bound
     assert report.method_label("clustered") == "FedRouter (clustered)"
     assert report.BASELINES == {"fedavg": "FedAvg", "local": "Local"}
-
-
-def test_run_scenarios_runs_every_registry_method_by_default(tmp_path):
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    scripts = tmp_path / "training_scripts"
-    scripts.mkdir()
-    shutil.copy(os.path.join(repo, "training_scripts", "run_scenarios.sh"), scripts)
-    calls = tmp_path / "calls.txt"
-    (scripts / "run_flower_simulation_router.sh").write_text(
-        f'. "$1"; echo "$fed_alg" >> {calls}\n'
-    )
-    env = {**os.environ, "PYTHON": sys.executable, "scenarios": "single", "seeds": "1",
-           "output_root": str(tmp_path / "out")}  # fmt: skip
-    env.pop("methods", None)
-    subprocess.run(["sh", str(scripts / "run_scenarios.sh")], cwd=repo, env=env, check=True,
-                   capture_output=True)  # fmt: skip
-    assert calls.read_text().split() == list(methods.names())
