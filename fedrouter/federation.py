@@ -95,7 +95,7 @@ def clustering_phase(
 def process_fields(metrics: dict) -> dict:
     """Keep the per-process fields (pid, loads, memory) and timings of a reply's metrics."""
     fields = {p.event_field(k): int(metrics.get(k, -1)) for k in (p.PID, p.MODEL_LOADS)}
-    for prefix in ("peak-", p.SECONDS_PREFIX, p.PHASE_PREFIX):
+    for prefix in (p.PEAK_PREFIX, p.SECONDS_PREFIX, p.PHASE_PREFIX):
         fields.update({p.event_field(k): v for k, v in metrics.items() if k.startswith(prefix)})
     return fields
 
@@ -114,7 +114,10 @@ def server_fields() -> dict:
     """The server process's phase seconds since the last event, and its peak memory."""
     return {
         "server_peak_rss_mb": peak_rss_mb(),
-        **{p.event_field(f"phase/server/{name}"): secs for name, secs in take_phases().items()},
+        **{
+            p.event_field(f"{p.PHASE_PREFIX}server/{name}"): secs
+            for name, secs in take_phases().items()
+        },
     }
 
 

@@ -62,6 +62,7 @@ MODEL_LOAD_SECONDS = "seconds/model-load"
 PEAK_RSS_MB = "peak-rss-mb"
 PEAK_GPU_MB = "peak-gpu-mb"
 PHASE_PREFIX = "phase/"
+PEAK_PREFIX = "peak-"
 SECONDS_PREFIX = "seconds/"
 # one trained local cluster, as the server records it
 LOCAL_CLUSTER = "local-cluster"
@@ -128,11 +129,8 @@ def failure(node: int, reason: str) -> dict:
 def _adapters(content: RecordDict) -> dict[int, ArrayRecord]:
     """Return the cluster adapters a message carries, by cluster id."""
     prefix = f"{ADAPTER}."
-    return {
-        int(k[len(prefix) :]): r
-        for k, r in content.array_records.items()
-        if k[: len(prefix)] == prefix
-    }
+    records = content.array_records.items()
+    return {int(k[len(prefix) :]): r for k, r in records if k.startswith(prefix)}
 
 
 # ----- clustering phase --------------------------------------------------------------------
