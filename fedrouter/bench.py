@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedrouter import protocol
 from fedrouter.atomic import atomic_write_json
 from fedrouter.config import Config, ConfigError, parse_args
 from fedrouter.errors import FedRouterError
@@ -152,21 +153,25 @@ def phase_sums(events: list[dict], min_round: int = 0) -> dict[str, float]:
         if event.get("round", min_round) < min_round:
             continue
         for key, value in event.items():
-            if key.startswith("phase/"):
-                sums[key[len("phase/") :].replace("-", "_")] += float(value)
+            if key.startswith(protocol.PHASE_PREFIX):  # event names: snake_case already
+                sums[key[len(protocol.PHASE_PREFIX) :]] += float(value)
     return dict(sums)
 
 
 def model_loads(events: list[dict]) -> dict:
     """Return base-model loads per process, and their count and seconds in total."""
     per_pid: dict[int, tuple[int, float]] = {}
+    pid_key, loads_key = (
+        protocol.event_field(protocol.PID),
+        protocol.event_field(protocol.MODEL_LOADS),
+    )
     for event in events:
-        pid = event.get("pid", -1)
-        if pid is None or pid < 0 or "model_loads" not in event:
+        pid = event.get(pid_key, -1)
+        if pid is None or pid < 0 or loads_key not in event:
             continue
-        seconds = event.get("seconds/model-load", event.get("seconds/model_load", 0.0))
+        seconds = event.get(protocol.event_field(protocol.MODEL_LOAD_SECONDS), 0.0)
         loads, secs = per_pid.get(pid, (0, 0.0))
-        per_pid[pid] = (max(loads, int(event["model_loads"])), max(secs, float(seconds)))
+        per_pid[pid] = (max(loads, int(event[loads_key])), max(secs, float(seconds)))
     return {
         "per_process": {str(pid): n for pid, (n, _) in sorted(per_pid.items())},
         "count": sum(n for n, _ in per_pid.values()),
@@ -208,7 +213,9 @@ def summarise(
     slots = concurrency(cfg)
     phases = phase_sums(events)
     loads = model_loads(events)
-    tokens = sum(e.get("generated_tokens", 0.0) for e in by_kind["eval"])
+    tokens = sum(
+        e.get(protocol.event_field(protocol.GENERATED_TOKENS), 0.0) for e in by_kind["eval"]
+    )
     compute = sum(phases.get(name, 0.0) for name in COMPUTE)
     # Steady state: rounds 2.., timed from the end of round 1's training to the end of the run.
     round1 = [e for e in by_kind["round"] if e.get("round") == 1 and e.get("stage") == "train"]
@@ -226,7 +233,7 @@ def summarise(
             "compute_fraction": steady_compute / (steady_wall * slots) if steady_wall else None,
             "phases": steady_phases,
         }
-    peaks = [e.get("peak_rss_mb", 0.0) for e in events]
+    peaks = [e.get(protocol.event_field(protocol.PEAK_RSS_MB), 0.0) for e in events]
     train_rounds = {e["round"]: e["seconds"] for e in by_kind["round"] if e.get("stage") == "train"}
     eval_rounds = {
         e["round"]: e["seconds"] for e in by_kind["round"] if e.get("stage") == "evaluate"
@@ -284,7 +291,9 @@ def summarise(
             "clients": max(peaks, default=0.0),
             "server": max((e.get("server_peak_rss_mb", 0.0) for e in events), default=0.0),
         },
-        "peak_gpu_mb": max((e.get("peak_gpu_mb", 0.0) for e in events), default=0.0),
+        "peak_gpu_mb": max(
+            (e.get(protocol.event_field(protocol.PEAK_GPU_MB), 0.0) for e in events), default=0.0
+        ),
     }
 
 

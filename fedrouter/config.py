@@ -28,15 +28,16 @@ from fedrouter.data import (
 )
 from fedrouter.data.templates import GENERATION_PROMPTS
 from fedrouter.errors import FedRouterError
+from fedrouter.methods import SYNONYMS, choices
 from fedrouter.seeding import SEEDINGS
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-FED_ALGS = ("clustered", "fedrouter", "fedavg", "local", "cfl", "feddpa", "router_oracle")
-# "fedrouter" is accepted on the CLI but stored as "clustered", the name the paper's launcher uses.
-FED_ALG_SYNONYMS = {"fedrouter": "clustered"}
+# The method registry (methods.py) owns these: each name accepted, and what it is stored as.
+FED_ALGS = choices()
+FED_ALG_SYNONYMS = SYNONYMS
 # The data package owns these lists; they are defined once, there.
 DATASETS = DATASET_NAMES
 # The template registry lives in the data package; its names are the valid values here.
@@ -49,7 +50,7 @@ PEFT_DEFAULT_TARGETS = "peft-default"
 LORA_TARGET_KEYWORDS = (PEFT_DEFAULT_TARGETS, "all-linear")
 # numpy's legacy seeding (k-means, data shuffles) takes unsigned 32-bit seeds only.
 MAX_SEED = 2**32 - 1
-# Which local clusters a client trains each round (see strategies/base.py).
+# Which local clusters a client trains each round (see strategies/fedrouter.py).
 LOCAL_SCHEDULES = ("round_robin", "all")
 CHECKPOINTING = ("auto", "on", "off")
 

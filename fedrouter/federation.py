@@ -5,24 +5,22 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
+from fedrouter import protocol as p
 from fedrouter.checkpoint import save_checkpoint
 from fedrouter.errors import FedRouterError
 from fedrouter.profiling import messages_bytes, peak_rss_mb, phase, take_phases
 from fedrouter.results import RunRecorder, Summary
-from fedrouter.strategies.base import (
-    ADAPTER_KEY,
-    CLUSTER_QUERY,
-    CONFIG_KEY,
-    METRICS_KEY,
+from fedrouter.strategies.fedrouter import (
     ClientInfo,
     ClusteredStrategy,
-    failure,
-    from_record,
+    EvalOutcome,
+    TrainOutcome,
 )
 
 logger = logging.getLogger(__name__)
@@ -41,17 +39,18 @@ def wait_for_nodes(grid: Grid, count: int, timeout: float = 600.0) -> list[int]:
 
 
 def clustering_phase(
-    grid: Grid, nodes: list[int], recorder: RunRecorder, request: dict, traffic: dict
+    grid: Grid, nodes: list[int], recorder: RunRecorder, query: p.ClusterQuery, traffic: dict
 ):
     """Ask every client to cluster its data; return their ClientInfo and the init adapter.
 
-    ``traffic`` receives the bytes sent each way.
+    The first client also sends the initial adapter. ``traffic`` receives the bytes sent
+    each way.
     """
     messages = [
         Message(
-            RecordDict({CONFIG_KEY: ConfigRecord({"send-adapter": i == 0, **request})}),
+            replace(query, send_adapter=i == 0).content(),
             dst_node_id=node,
-            message_type=CLUSTER_QUERY,
+            message_type=p.CLUSTER_QUERY,
         )
         for i, node in enumerate(nodes)
     ]
@@ -60,47 +59,45 @@ def clustering_phase(
     traffic["from_clients"] = messages_bytes(replies)
     for reply in replies:
         if reply.has_error():
-            info = failure(reply.metadata.src_node_id, reply.error.reason)
+            info = p.failure(reply.metadata.src_node_id, reply.error.reason)
             recorder.log_event("failure", phase="clustering", **info)
             logger.error("client %s failed to cluster its data: %s", info["node"], info["error"])
     clients, init_adapter = [], None
-    answered = [r for r in replies if not r.has_error()]
-    for reply in sorted(answered, key=lambda r: int(r.content[CONFIG_KEY]["partition-id"])):
-        arrays = reply.content["centroids"]
-        config = reply.content[CONFIG_KEY]
+    answered = [
+        (r.metadata.src_node_id, p.ClusterReply.parse(r.content))
+        for r in replies
+        if not r.has_error()
+    ]
+    for node, reply in sorted(answered, key=lambda item: item[1].partition_id):
         clients.append(
             ClientInfo(
-                node_id=reply.metadata.src_node_id,
-                partition_id=int(config["partition-id"]),
-                centroids=arrays["centroids"].numpy(),
-                tasks=tuple(config["local-tasks"]),
-                sizes=tuple(int(s) for s in arrays["sizes"].numpy()),
+                node_id=node,
+                partition_id=reply.partition_id,
+                centroids=reply.centroids,
+                tasks=reply.local_tasks,
+                sizes=tuple(int(s) for s in reply.sizes),
             )
         )
-        metrics = dict(reply.content[METRICS_KEY])
         recorder.log_event(
             "clustering",
-            partition_id=int(config["partition-id"]),
-            local_purity=float(metrics.get("local-purity", -1.0)),
-            **_process_fields(metrics),
+            partition_id=reply.partition_id,
+            local_purity=float(reply.metrics.get(p.LOCAL_PURITY, -1.0)),
+            **process_fields(reply.metrics),
         )
-        if ADAPTER_KEY in reply.content:
+        if reply.adapter is not None:
             with phase("serialization"):
-                init_adapter = from_record(reply.content[ADAPTER_KEY])
+                init_adapter = p.from_record(reply.adapter)
     if init_adapter is None:
         raise FedRouterError("no client returned the initial adapter; see the failures above")
     return sorted(clients, key=lambda c: c.partition_id), init_adapter
 
 
-def _process_fields(metrics: dict) -> dict:
+def process_fields(metrics: dict) -> dict:
     """Keep the per-process fields (pid, loads, memory) and timings of a reply's metrics."""
-    return {
-        "pid": int(metrics.get("pid", -1)),
-        "model_loads": int(metrics.get("model-loads", -1)),
-        **{k.replace("-", "_"): v for k, v in metrics.items() if k.startswith("peak-")},
-        **{k: v for k, v in metrics.items() if k.startswith("seconds/")},
-        **{k.replace("-", "_"): v for k, v in metrics.items() if k.startswith("phase/")},
-    }
+    fields = {p.event_field(k): int(metrics.get(k, -1)) for k in (p.PID, p.MODEL_LOADS)}
+    for prefix in (p.PEAK_PREFIX, p.SECONDS_PREFIX, p.PHASE_PREFIX):
+        fields.update({p.event_field(k): v for k, v in metrics.items() if k.startswith(prefix)})
+    return fields
 
 
 def traffic_fields(traffic: dict) -> dict:
@@ -117,16 +114,19 @@ def server_fields() -> dict:
     """The server process's phase seconds since the last event, and its peak memory."""
     return {
         "server_peak_rss_mb": peak_rss_mb(),
-        **{f"phase/server/{name}": secs for name, secs in take_phases().items()},
+        **{
+            p.event_field(f"{p.PHASE_PREFIX}server/{name}"): secs
+            for name, secs in take_phases().items()
+        },
     }
 
 
-def log_round(server_round: int, num_rounds: int, strategy, seconds: float) -> None:
+def log_round(server_round: int, num_rounds: int, outcome: TrainOutcome, seconds: float) -> None:
     """Log one line per round: loss, time, and how many clients trained each cluster."""
-    trained = strategy.last_outcome.trained
-    loss = np.mean([t["train-loss"] for t in trained]) if trained else float("nan")
+    trained = outcome.trained
+    loss = np.mean([t[p.TRAIN_LOSS] for t in trained]) if trained else float("nan")
     # one record per trained local cluster: count each client once per global cluster
-    per_cluster = Counter(g for _, g in {(t["node"], int(t["global-cluster"])) for t in trained})
+    per_cluster = Counter(g for _, g in {(t["node"], int(t[p.GLOBAL_CLUSTER])) for t in trained})
     sizes = ", ".join(f"c{g}:{n}" for g, n in sorted(per_cluster.items()))
     logger.info(
         "round %d/%d  loss %.4f  %.1fs  clients per cluster {%s}%s",
@@ -135,9 +135,7 @@ def log_round(server_round: int, num_rounds: int, strategy, seconds: float) -> N
         loss,
         seconds,
         sizes,
-        f"  failures {len(strategy.last_outcome.failures)}"
-        if strategy.last_outcome.failures
-        else "",
+        f"  failures {len(outcome.failures)}" if outcome.failures else "",
     )
 
 
@@ -146,12 +144,14 @@ def log_eval_table(server_round: int, evals: list[dict], mean: dict) -> None:
     lines = [f"eval round {server_round}", "client  n    rouge1  rouge2  rougeL  routing"]
     for e in sorted(evals, key=lambda e: e["partition_id"]):
         lines.append(
-            f"{e['partition_id']:>6}  {int(e['num-examples']):<4} {e['rouge1']:.4f}  "
-            f"{e['rouge2']:.4f}  {e['rougeL']:.4f}  {e['routing-accuracy']:.3f}"
+            f"{e['partition_id']:>6}  {int(e[p.NUM_EXAMPLES]):<4} "
+            + "  ".join(f"{e[k]:.4f}" for k in p.ROUGE_KEYS)
+            + f"  {e[p.ROUTING_ACCURACY]:.3f}"
         )
     lines.append(
-        f"{'mean':>6}  {'':<4} {mean['rouge1']:.4f}  {mean['rouge2']:.4f}  "
-        f"{mean['rougeL']:.4f}  {mean['routing-accuracy']:.3f}"
+        f"{'mean':>6}  {'':<4} "
+        + "  ".join(f"{mean[k]:.4f}" for k in p.ROUGE_KEYS)
+        + f"  {mean[p.ROUTING_ACCURACY]:.3f}"
     )
     logger.info("\n".join(lines))
 
@@ -196,7 +196,7 @@ def prepare(cfg, grid: Grid, strategy, recorder: RunRecorder, checkpoint):
     start = time.perf_counter()
     traffic: dict = {}
     clients, init_adapter = clustering_phase(
-        grid, nodes, recorder, strategy.local_clustering_request(), traffic
+        grid, nodes, recorder, strategy.cluster_query(), traffic
     )
     strategy.setup(clients, init_adapter)
     strategy.summary()
@@ -227,8 +227,8 @@ def play_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_round: i
     traffic = {"to_clients": messages_bytes(messages)}
     replies = list(grid.send_and_receive(messages, timeout=REPLY_TIMEOUT))
     traffic["from_clients"] = messages_bytes(replies)
-    strategy.aggregate_train(server_round, replies)
-    record_train(recorder, strategy, server_round)
+    outcome = strategy.aggregate_train(server_round, replies)
+    record_train(recorder, outcome, server_round)
     recorder.log_event(
         "round",
         round=server_round,
@@ -237,31 +237,23 @@ def play_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_round: i
         **traffic_fields(traffic),
         **server_fields(),
     )
-    n_trained = len({t["node"] for t in strategy.last_outcome.trained})
+    n_trained = len(outcome.nodes())
     if n_trained < cfg.min_fit_clients:
         recorder.flush()
         raise FedRouterError(
             f"round {server_round}: {n_trained} clients trained, "
             f"fewer than min_fit_clients={cfg.min_fit_clients}"
         )
-    log_round(server_round, cfg.num_rounds, strategy, time.perf_counter() - round_start)
+    log_round(server_round, cfg.num_rounds, outcome, time.perf_counter() - round_start)
     if server_round in cfg.evaluation_rounds:
         history[server_round] = evaluate_round(cfg, grid, strategy, recorder, server_round)
 
 
-def record_train(recorder: RunRecorder, strategy, server_round: int) -> None:
-    """Record one train event per client and one per failure."""
-    for t in strategy.last_outcome.trained:
-        fields = {k: v for k, v in t.items() if k not in ("node", "pid", "model-loads")}
-        recorder.log_event(
-            "train",
-            round=server_round,
-            partition_id=t["partition_id"],
-            **{k.replace("-", "_"): v for k, v in fields.items() if k != "partition_id"},
-            pid=int(t.get("pid", -1)),
-            model_loads=int(t.get("model-loads", -1)),
-        )
-    for f in strategy.last_outcome.failures:
+def record_train(recorder: RunRecorder, outcome: TrainOutcome, server_round: int) -> None:
+    """Record one train event per trained local cluster and one per failure."""
+    for t in outcome.trained:
+        recorder.log_event("train", round=server_round, **p.event_fields(t, drop=("node",)))
+    for f in outcome.failures:
         recorder.log_event("failure", phase="train", round=server_round, **f)
         logger.error("round %d: client %s failed: %s", server_round, f["node"], f["error"])
 
@@ -273,7 +265,7 @@ def evaluate_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_roun
     traffic = {"to_clients": messages_bytes(messages)}
     replies = list(grid.send_and_receive(messages, timeout=REPLY_TIMEOUT))
     traffic["from_clients"] = messages_bytes(replies)
-    mean = strategy.aggregate_evaluate(server_round, replies)
+    outcome: EvalOutcome = strategy.aggregate_evaluate(server_round, replies)
     recorder.log_event(
         "round",
         round=server_round,
@@ -282,23 +274,16 @@ def evaluate_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_roun
         **traffic_fields(traffic),
         **server_fields(),
     )
-    for e in strategy.last_eval:
-        recorder.log_event(
-            "eval",
-            round=server_round,
-            **{k.replace("-", "_"): v for k, v in e.items() if k not in ("pid", "model-loads")},
-            pid=int(e.get("pid", -1)),
-            model_loads=int(e.get("model-loads", -1)),
-        )
-    for f in strategy.last_eval_failures:
+    for e in outcome.clients:
+        recorder.log_event("eval", round=server_round, **p.event_fields(e))
+    for f in outcome.failures:
         recorder.log_event("failure", phase="evaluate", round=server_round, **f)
         logger.error("eval round %d: client %s failed: %s", server_round, f["node"], f["error"])
-    if mean is None:
+    if outcome.mean is None:
         logger.error("eval round %d: no client returned metrics", server_round)
         return {}
-    mean = dict(mean)
-    log_eval_table(server_round, strategy.last_eval, mean)
-    return {"mean": mean, "clients": list(strategy.last_eval)}
+    log_eval_table(server_round, outcome.clients, outcome.mean)
+    return {"mean": outcome.mean, "clients": list(outcome.clients)}
 
 
 def build_summary(cfg, history: dict[int, dict], recorder: RunRecorder, seconds: float) -> Summary:

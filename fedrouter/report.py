@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedrouter import methods
 from fedrouter.atomic import atomic_write, atomic_write_text
 from fedrouter.checkpoint import CHECKPOINT
 from fedrouter.errors import FedRouterError
@@ -32,11 +33,12 @@ from fedrouter.results import RunFileError, check_writable, read_events, read_su
 logger = logging.getLogger(__name__)
 
 COMPLETE, INCOMPLETE, FAILED = "complete", "incomplete", "failed"
-METHOD_ORDER = ("clustered", "router_oracle", "fedavg", "local", "cfl", "feddpa")
-METHOD_LABELS = {"clustered": "FedRouter (clustered)"}
+METHOD_ORDER = methods.report_order()
+METHOD_LABELS = {m.name: m.label for m in methods.METHODS}
 SCENARIO_ORDER = ("single", "interference", "generalization")
 DEFAULT_SCENARIO = "custom"  # runs written before config had a scenario field
-BASELINES = {"fedavg": "FedAvg", "local": "Local"}  # relative gains are taken against these
+# relative gains are taken against these
+BASELINES = {m.name: m.gain_label for m in methods.METHODS if m.gain_label}
 ROUTING = "routing-accuracy"  # the key summary.json uses
 CSV_COLUMNS = (
     "method",

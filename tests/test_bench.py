@@ -13,8 +13,8 @@ from safetensors.numpy import load_file
 
 from fedrouter import bench
 from fedrouter.profiling import PHASES, content_bytes, messages_bytes, phase, take_phases
+from fedrouter.protocol import to_record
 from fedrouter.results import read_metrics
-from fedrouter.strategies.base import to_record
 
 
 @pytest.fixture(scope="module")

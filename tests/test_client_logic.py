@@ -113,3 +113,26 @@ def test_rouge_does_not_stem():
     scores = rouge_per_sample(["running dogs", "the cat"], ["run dog", "the cat"])
     np.testing.assert_allclose(scores[0], 0.0)
     np.testing.assert_allclose(scores[1], 1.0)
+
+
+def test_oracle_routes_to_an_allowed_cluster_of_the_true_task_else_keeps_the_route():
+    rows = [{"task": "a"}, {"task": "b"}, {"task": "c"}]
+    routes = client_logic.oracle_routes(
+        rows, np.array([0, 2]), ["a", "x", "b"], fallback=np.array([2, 0, 0])
+    )
+    assert routes.tolist() == [0, 2, 0]  # "c" has no allowed cluster: its route stays
+
+
+def test_two_local_clusters_of_one_global_cluster_average_by_examples():
+    one = {"w": np.array([1.0, 2.0])}
+    two = {"w": np.array([4.0, 8.0])}
+    mean = client_logic.average_arrays([(one, 10), (two, 30)])
+    np.testing.assert_allclose(mean["w"], [3.25, 6.5])  # (1*10 + 4*30) / 40, (2*10 + 8*30) / 40
+    assert client_logic.average_arrays([(one, 10)]) is one
+
+
+def test_feddpa_scales_only_the_lora_b_matrices():
+    arrays = {"x.lora_A.weight": np.ones(2), "x.lora_B.weight": np.ones(2)}
+    scaled = client_logic.scale_lora_b(arrays, 0.25)
+    np.testing.assert_allclose(scaled["x.lora_A.weight"], 1.0)
+    np.testing.assert_allclose(scaled["x.lora_B.weight"], 0.25)

@@ -407,7 +407,7 @@ def test_cosine_learning_rate_takes_the_one_based_round():
 
 
 def test_local_schedule_round_robin_and_all():
-    from fedrouter.strategies.base import ClusteredStrategy
+    from fedrouter.strategies.fedrouter import ClusteredStrategy
 
     for schedule, expected in (("round_robin", [[1], [0], [1]]), ("all", [[0, 1]] * 3)):
         strategy = ClusteredStrategy(Config(n_clusters=2, local_schedule=schedule))

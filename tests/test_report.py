@@ -486,6 +486,18 @@ def test_run_scenarios_sees_a_synonym_as_finished(tmp_path):
     assert calls.read_text().splitlines() == ["fedrouter 222"]
 
 
+def test_run_scenarios_runs_every_registry_method_by_default(tmp_path):
+    from fedrouter.methods import names
+
+    calls = tmp_path / "calls.txt"
+    repo, script = stub_scenarios(tmp_path, calls)
+    env = {**os.environ, "PYTHON": sys.executable, "scenarios": "single", "seeds": "1",
+           "output_root": str(tmp_path / "out")}  # fmt: skip
+    env.pop("methods", None)
+    subprocess.run(["sh", str(script)], cwd=repo, env=env, check=True, capture_output=True)
+    assert [line.split()[0] for line in calls.read_text().splitlines()] == list(names())
+
+
 def test_launcher_with_no_seeds_is_an_error(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     preset = tmp_path / "preset.sh"

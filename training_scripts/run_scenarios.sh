@@ -13,7 +13,7 @@
 # stopped when started again with the same output_root (rerun=1 runs everything again).
 
 base_preset="${1:-configs/quickstart.sh}"
-methods="${methods:-clustered fedavg local cfl feddpa router_oracle}"
+methods="${methods:-}"        # empty: every method of the registry, python -m fedrouter.methods
 scenarios="${scenarios:-single interference generalization}"
 seeds="${seeds:-111 222 333}"
 output_root="${output_root:-output/scenarios}"
@@ -21,6 +21,10 @@ rerun="${rerun:-0}"
 sim_round="${sim_round:-}"   # cfl's clustering round; empty: the base preset's num_rounds / 2
 
 python_bin="${PYTHON:-python}"
+if [ -z "$methods" ]; then
+    methods="$("$python_bin" -m fedrouter.methods)" || {
+        echo "error: cannot list the methods (python -m fedrouter.methods)" >&2; exit 2; }
+fi
 
 here="$(dirname "$0")"
 # Every preset is checked before anything runs, so a typo never starts the wrong experiment.
@@ -36,8 +40,8 @@ for scenario in $scenarios; do
     scenario_preset="configs/scenarios/${scenario}.sh"
     for method in $methods; do
         # The run directory carries the stored name (fedrouter is stored as clustered).
-        stored="$("$python_bin" -c 'import sys; from fedrouter.config import FED_ALG_SYNONYMS as s
-print(s.get(sys.argv[1], sys.argv[1]))' "$method" 2>/dev/null)" || stored="$method"
+        stored="$("$python_bin" -m fedrouter.methods --canonical "$method" 2>/dev/null)" \
+            || stored="$method"
         todo=""
         for seed in $seeds; do
             if [ "$rerun" = 1 ] || \

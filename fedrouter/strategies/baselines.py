@@ -1,7 +1,8 @@
 """Baselines: each differs from FedRouter only in how clients' data map to server adapters.
 
 Data, model, training and evaluation code are shared; every class overrides a hook or two of
-``ClusteredStrategy``.
+``ClusteredStrategy``. FedDPA is FedAvg on the server; its client hooks (methods.py) do the
+rest.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 
 import numpy as np
 
-from fedrouter.strategies.base import ClusteredStrategy
+from fedrouter.strategies.fedrouter import ClusteredStrategy, Update
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +24,10 @@ class FedAvgStrategy(ClusteredStrategy):
         """Keep a single adapter."""
         return 1
 
-    def local_clustering_request(self) -> dict:
+    @property
+    def n_local_clusters(self) -> int:
         """Clients keep their data as one cluster."""
-        return {"n-clusters": 1, "oracle": False}
+        return 1
 
     def match_clusters(self) -> None:
         """Send every client to the one global adapter."""
@@ -43,9 +45,10 @@ class LocalStrategy(ClusteredStrategy):
         """Keep one adapter per client."""
         return self.cfg.num_clients
 
-    def local_clustering_request(self) -> dict:
+    @property
+    def n_local_clusters(self) -> int:
         """Clients keep their data as one cluster."""
-        return {"n-clusters": 1, "oracle": False}
+        return 1
 
     def match_clusters(self) -> None:
         """Give client i the adapter slot i; nobody else ever touches it."""
@@ -61,11 +64,11 @@ class LocalStrategy(ClusteredStrategy):
 
 
 class OracleRouterStrategy(ClusteredStrategy):
-    """FedRouter with clusters and routing from the true task label: an upper bound."""
+    """FedRouter with clusters and routing from the true task label: an upper bound.
 
-    def local_clustering_request(self) -> dict:
-        """Clients group their data by task label (one local cluster per task they hold)."""
-        return {"n-clusters": self.cfg.n_clusters, "oracle": True}
+    Its client hooks (methods.py) have clients group their data, and route their test
+    samples, by task label.
+    """
 
     def match_clusters(self) -> None:
         """Map each task to its own global cluster (task i -> cluster i mod G)."""
@@ -84,10 +87,6 @@ class OracleRouterStrategy(ClusteredStrategy):
                 for g in range(self.num_global_clusters)
             ]
         ).astype(np.float32)
-
-    def evaluate_extras(self, node: int) -> dict:
-        """Ask the client to route each test sample by its true task."""
-        return {"route-by-task": True}
 
 
 class CFLStrategy(FedAvgStrategy):
@@ -109,32 +108,35 @@ class CFLStrategy(FedAvgStrategy):
         super().match_clusters()
         self.groups_formed = False
 
-    def aggregate_updates(self, server_round: int, updates) -> None:
-        """FedAvg as usual; at ``sim_round``, split the clients into groups first."""
+    def aggregate_updates(self, server_round: int, updates: list[Update]) -> None:
+        """FedAvg as usual; at ``sim_round``, split the clients into groups first.
+
+        The updates of that round then go to their client's new group.
+        """
         if server_round == self.cfg.sim_round and not self.groups_formed:
-            self.form_groups(updates)
+            global_adapter = self.adapters[0]
+            self.assignment = self.form_groups(updates, global_adapter)
+            self.adapters = {g: global_adapter for g in range(self.num_global_clusters)}
+            self.groups_formed = True
+            self.global_centroids = self.group_centroids()
+            self.cluster_tasks = self.label_clusters()
+            groups = [int(self.assignment[u.node][0]) for u in updates]
+            logger.info("cfl: client groups at round %d: %s", self.cfg.sim_round, groups)
+            updates = [u._replace(cluster=int(self.assignment[u.node][0])) for u in updates]
         super().aggregate_updates(server_round, updates)
 
-    def form_groups(self, updates) -> None:
-        """Ward-cluster this round's trained clients by their B-matrix deltas."""
-        trained = [t["node"] for t in self.last_outcome.trained]
-        global_adapter = self.adapters[0]
-        deltas = np.stack([lora_b_delta(arrays, global_adapter) for _, arrays, _ in updates])
+    def form_groups(self, updates: list[Update], global_adapter) -> dict[int, np.ndarray]:
+        """Ward-cluster the updating clients by their B-matrix deltas; return the new assignment.
+
+        A client that sent no update joins the largest group.
+        """
+        deltas = np.stack([lora_b_delta(u.arrays, global_adapter) for u in updates])
         groups = ward_groups(deltas, self.num_global_clusters)
         largest = int(np.bincount(groups).argmax())
-        for node in self.assignment:
-            self.assignment[node] = np.array([largest], dtype=np.int64)
-        for node, group in zip(trained, groups, strict=True):
-            self.assignment[node] = np.array([group], dtype=np.int64)
-        self.adapters = {g: global_adapter for g in range(self.num_global_clusters)}
-        updates[:] = [
-            (int(self.assignment[node][0]), arrays, weight)
-            for node, (_, arrays, weight) in zip(trained, updates, strict=True)
-        ]
-        self.groups_formed = True
-        self.global_centroids = self.group_centroids()
-        self.cluster_tasks = self.label_clusters()
-        logger.info("cfl: client groups at round %d: %s", self.cfg.sim_round, groups.tolist())
+        assignment = {node: np.array([largest], dtype=np.int64) for node in self.assignment}
+        for update, group in zip(updates, groups, strict=True):
+            assignment[update.node] = np.array([group], dtype=np.int64)
+        return assignment
 
     def state_meta(self) -> dict:
         """Remember whether the client groups were formed."""
@@ -183,21 +185,3 @@ def ward_groups(vectors: np.ndarray, n_groups: int) -> np.ndarray:
     unit = vectors / np.where(norms > 0, norms, 1.0)
     labels = fcluster(linkage(unit, method="ward"), t=n_groups, criterion="maxclust")
     return labels.astype(np.int64) - 1
-
-
-class FedDPAStrategy(FedAvgStrategy):
-    """Dual-personalizing adapters: a FedAvg global adapter plus a local one per client.
-
-    Each client trains the global adapter (sent back and averaged) and, in the same round, its
-    own local adapter, which stays in the client's state and never travels. At inference the
-    two LoRA deltas are mixed with fixed weights: ``feddpa_alpha`` for the global adapter and
-    ``1 - feddpa_alpha`` for the local one.
-    """
-
-    def train_extras(self, node: int) -> dict:
-        """Ask the client to train its local adapter too."""
-        return {"train-local-adapter": True}
-
-    def evaluate_extras(self, node: int) -> dict:
-        """Ask the client to mix in its local adapter at inference."""
-        return {"local-adapter-weight": 1.0 - self.cfg.feddpa_alpha}

@@ -1,100 +1,46 @@
-"""FedRouter's clustered strategy on Flower's Message-API ``Strategy``.
+"""FedRouter: the server's strategy on Flower's Message-API ``Strategy``.
 
 The server holds one adapter per global cluster. Each round it sends every sampled client the
 adapter of the global cluster matched to the local cluster that client trains this round, and
 it averages the returned adapters within each global cluster. Baselines override one hook:
 how local clusters are matched to global clusters (``match_clusters``).
+
+The project drives the rounds itself (``fedrouter.federation``) instead of Flower's
+``Strategy.start``, whose loop knows one global ``ArrayRecord`` and train/evaluate messages:
+
+- FedRouter needs a clustering phase before the first round (a query whose replies are
+  centroids, not weights), and the global k-means over them;
+- the server keeps one adapter per global cluster, and each client gets its own mix of them;
+- a resumed run re-runs the clustering phase and then restores adapters, assignment and
+  history from a checkpoint, which ``start`` has no place for.
+
+So ``configure_*`` build the messages as Flower's do, and ``aggregate_*`` return what they
+decided (``TrainOutcome``, ``EvalOutcome``) for the round loop to record.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
-from flwr.app import (
-    Array,
-    ArrayRecord,
-    ConfigRecord,
-    Message,
-    MessageType,
-    MetricRecord,
-    RecordDict,
-)
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedrouter import protocol as p
 from fedrouter.clustering import global_assignment, kmeans
 from fedrouter.data.partition import routes_globally
+from fedrouter.methods import ClientHooks
 from fedrouter.profiling import phase
 from fedrouter.seeding import kmeans_seed
 from fedrouter.strategies.aggregation import aggregate_by_cluster, sample_nodes
 from fedrouter.training import cosine_lr
 
 logger = logging.getLogger(__name__)
-
-# Message keys shared with the ClientApp; each is defined once, here.
-ADAPTER_KEY = "adapter"
-CONFIG_KEY = "config"
-METRICS_KEY = "metrics"
-ROUTING_KEY = "routing"
-CLUSTER_QUERY = "query.cluster"
-
-
-def adapter_key(cluster: int) -> str:
-    """Name the ArrayRecord that carries one cluster's adapter in an evaluate message."""
-    return f"{ADAPTER_KEY}.{cluster}"
-
-
-def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
-    """Pack named numpy arrays into an ArrayRecord, keeping the key order."""
-    return ArrayRecord(OrderedDict((k, Array(np.ascontiguousarray(v))) for k, v in arrays.items()))
-
-
-def from_record(record: ArrayRecord) -> OrderedDict:
-    """Unpack an ArrayRecord into named numpy arrays."""
-    return OrderedDict((key, array.numpy()) for key, array in record.items())
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def failure(node: int, reason: str) -> dict:
-    """Describe a failed reply: the exception's last line, and the full text as detail."""
-    text = _ANSI.sub("", reason)
-    lines = [line.strip(" '>") for line in text.splitlines() if line.strip(" '>")]
-    errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b.*:", line)]
-    return {"node": node, "error": (errors or lines or ["unknown error"])[-1], "detail": text}
-
-
-_PER_CLUSTER = {  # reply list -> the name of its entry in a train record
-    "local-clusters": "local-cluster",
-    "global-clusters": "global-cluster",
-    "examples-per-cluster": "num-examples",
-    "loss-per-cluster": "train-loss",
-    "cluster-sizes": "cluster-size",
-    "seconds-per-cluster": "seconds/train",
-}
-
-
-def trained_clusters(node: int, partition_id: int, metrics: dict) -> list[dict]:
-    """Split a train reply's metrics into one record per trained local cluster.
-
-    The process fields (pid, phase timers, memory) go with the first record only, so that
-    sums over records count each reply once.
-    """
-    shared = {k: v for k, v in metrics.items() if k not in _PER_CLUSTER}
-    shared.pop("num-examples", None)
-    shared.pop("train-loss", None)
-    records = []
-    for i in range(len(metrics["local-clusters"])):
-        own = {name: float(metrics[key][i]) for key, name in _PER_CLUSTER.items()}
-        extra = shared if i == 0 else {k: shared[k] for k in ("pid", "model-loads") if k in shared}
-        records.append({"node": node, "partition_id": partition_id, **own, **extra})
-    return records
 
 
 @dataclass
@@ -108,25 +54,59 @@ class ClientInfo:
     sizes: tuple[int, ...]  # training samples per local cluster
 
 
-@dataclass
-class RoundOutcome:
-    """What aggregate_train learned about one round, for the recorder."""
+class Update(NamedTuple):
+    """One client's adapter for one global cluster, and its FedAvg weight."""
 
-    trained: list[dict] = field(default_factory=list)
+    node: int
+    cluster: int
+    arrays: OrderedDict
+    weight: float
+
+
+@dataclass
+class TrainOutcome:
+    """What a training round gave: one record per trained local cluster, and the failures."""
+
+    trained: list[dict] = field(default_factory=list)  # see protocol.TrainReply.records
+    failures: list[dict] = field(default_factory=list)  # see protocol.failure
+
+    @property
+    def num_examples(self) -> float:
+        """Return the examples trained on this round."""
+        return sum(t[p.NUM_EXAMPLES] for t in self.trained)
+
+    @property
+    def train_loss(self) -> float | None:
+        """Return the example-weighted mean loss (None if nobody trained)."""
+        if not self.trained:
+            return None
+        return sum(t[p.TRAIN_LOSS] * t[p.NUM_EXAMPLES] for t in self.trained) / self.num_examples
+
+    def nodes(self) -> set[int]:
+        """Return the nodes that trained."""
+        return {t["node"] for t in self.trained}
+
+
+@dataclass
+class EvalOutcome:
+    """What an evaluation round gave: per-client metrics, failures, and their weighted mean."""
+
+    clients: list[dict] = field(default_factory=list)  # partition_id + the reply's metrics
     failures: list[dict] = field(default_factory=list)
+    mean: dict | None = None  # protocol.EVAL_MEANS, weighted by examples; None if none replied
 
 
 class ClusteredStrategy(Strategy):
     """FedRouter: k-means of local centroids into global task clusters, one adapter each."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, hooks: ClientHooks | None = None):
         self.cfg = cfg
+        self.hooks = hooks or ClientHooks()  # what the method asks of clients (methods.py)
         self.clients: dict[int, ClientInfo] = {}
         self.assignment: dict[int, np.ndarray] = {}  # node -> global cluster of each local one
         self.global_centroids = np.zeros((0, 0), dtype=np.float32)
         self.adapters: dict[int, OrderedDict] = {}
         self.cluster_tasks: list[str] = []
-        self.last_outcome = RoundOutcome()
 
     # ----- setup -------------------------------------------------------------------------
     @property
@@ -138,17 +118,14 @@ class ClusteredStrategy(Strategy):
         """Return node ids ordered by partition id, so sampling does not depend on ids."""
         return sorted(self.clients, key=lambda n: self.clients[n].partition_id)
 
-    def local_clustering_request(self) -> dict:
+    @property
+    def n_local_clusters(self) -> int:
+        """Return how many local clusters each client makes (a baseline hook)."""
+        return self.cfg.n_clusters
+
+    def cluster_query(self) -> p.ClusterQuery:
         """Say how clients cluster their data: how many local clusters, and by task label or not."""
-        return {"n-clusters": self.cfg.n_clusters, "oracle": False}
-
-    def train_extras(self, node: int) -> dict:
-        """Return extra train-config entries for one client (a baseline hook)."""
-        return {}
-
-    def evaluate_extras(self, node: int) -> dict:
-        """Return extra evaluate-config entries for one client (a baseline hook)."""
-        return {}
+        return p.ClusterQuery(self.n_local_clusters, oracle=self.hooks.cluster_by_task)
 
     def setup(self, clients: Iterable[ClientInfo], init_adapter: Mapping[str, np.ndarray]):
         """Match local clusters to global ones and give every global cluster the init adapter."""
@@ -256,61 +233,55 @@ class ClusteredStrategy(Strategy):
         for node in nodes:
             locals_ = self.local_clusters(node, server_round)
             globals_ = [int(self.assignment[node][c]) for c in locals_]
-            content = RecordDict()
-            for g in dict.fromkeys(globals_):
-                if g not in records:  # serialise each cluster's adapter once, not per client
-                    with phase("serialization"):
-                        records[g] = to_record(self.adapters[g])
-                content[adapter_key(g)] = records[g]
-            content[CONFIG_KEY] = ConfigRecord(
-                {
-                    "server-round": server_round,
-                    "local-clusters": locals_,
-                    "global-clusters": globals_,
-                    "lr": lr,
-                    **self.train_extras(node),
-                }
+            instruction = p.TrainInstruction(
+                server_round,
+                locals_,
+                globals_,
+                lr,
+                adapters={g: self.adapter_record(g, records) for g in dict.fromkeys(globals_)},
+                train_local_adapter=self.hooks.local_adapter,
             )
-            messages.append(Message(content, dst_node_id=node, message_type=MessageType.TRAIN))
+            messages.append(
+                Message(instruction.content(), dst_node_id=node, message_type=MessageType.TRAIN)
+            )
         return messages
+
+    def adapter_record(self, g: int, records: dict[int, ArrayRecord]) -> ArrayRecord:
+        """Return cluster g's adapter as a record, serialised once per round, not per client."""
+        if g not in records:
+            with phase("serialization"):
+                records[g] = p.to_record(self.adapters[g])
+        return records[g]
 
     def in_partition_order(self, replies: Iterable[Message]) -> list[Message]:
         """Order replies by partition id: float sums, and so runs, then repeat exactly."""
         order = {n: self.clients[n].partition_id for n in self.clients}
         return sorted(replies, key=lambda r: order.get(r.metadata.src_node_id, -1))
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """FedAvg within each global cluster, weighted by the examples each client trained on."""
-        updates, outcome = [], RoundOutcome()
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> TrainOutcome:
+        """FedAvg within each global cluster, weighted by the examples each client trained on.
+
+        Unlike Flower's, it returns the round's outcome; the adapters stay in ``adapters``.
+        """
+        updates, outcome = [], TrainOutcome()
         for reply in self.in_partition_order(replies):
             node = reply.metadata.src_node_id
             if reply.has_error():
-                outcome.failures.append(failure(node, reply.error.reason))
+                outcome.failures.append(p.failure(node, reply.error.reason))
                 continue
-            metrics = dict(reply.content[METRICS_KEY])
-            outcome.trained.extend(trained_clusters(node, self.clients[node].partition_id, metrics))
-            weights: dict[int, float] = {}
-            for g, n in zip(
-                metrics["global-clusters"], metrics["examples-per-cluster"], strict=True
-            ):
-                weights[int(g)] = weights.get(int(g), 0.0) + float(n)
+            parsed = p.TrainReply.parse(reply.content)
+            outcome.trained.extend(parsed.records(node, self.clients[node].partition_id))
             with phase("serialization"):
-                for g, weight in weights.items():
-                    updates.append((g, from_record(reply.content[adapter_key(g)]), weight))
-        self.last_outcome = outcome
+                for g, weight in parsed.weights().items():
+                    updates.append(Update(node, g, p.from_record(parsed.adapters[g]), weight))
         with phase("aggregation"):
             self.aggregate_updates(server_round, updates)
-        if not outcome.trained:
-            return None, None
-        total = sum(t["num-examples"] for t in outcome.trained)
-        loss = sum(t["train-loss"] * t["num-examples"] for t in outcome.trained) / total
-        return None, MetricRecord({"train-loss": loss, "num-examples": total})
+        return outcome
 
-    def aggregate_updates(self, server_round: int, updates: list[tuple[int, dict, float]]) -> None:
-        """Average the (cluster, adapter, weight) updates within each cluster (a hook)."""
-        self.adapters = aggregate_by_cluster(self.adapters, updates)
+    def aggregate_updates(self, server_round: int, updates: list[Update]) -> None:
+        """Average the updates within each cluster (a hook)."""
+        triples = [(u.cluster, u.arrays, u.weight) for u in updates]
+        self.adapters = aggregate_by_cluster(self.adapters, triples)
 
     # ----- evaluation --------------------------------------------------------------------
     def eval_clusters(self, node: int) -> list[int]:
@@ -323,54 +294,41 @@ class ClusteredStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Send every client the global centroids and the adapters of the clusters it may use."""
-        messages, adapter_records = [], {}
+        weight = 1.0 - self.cfg.feddpa_alpha if self.hooks.local_adapter else None
+        messages, records = [], {}
         for node in self.ordered_nodes():
             clusters = self.eval_clusters(node)
-            records = {
-                ROUTING_KEY: to_record(
-                    {
-                        "clusters": np.asarray(clusters, dtype=np.int64),
-                        "centroids": self.global_centroids,
-                    }
-                ),
-                CONFIG_KEY: ConfigRecord(
-                    {
-                        "server-round": server_round,
-                        "cluster-tasks": list(self.cluster_tasks),
-                        **self.evaluate_extras(node),
-                    }
-                ),
-            }
-            for g in clusters:
-                if g not in adapter_records:
-                    with phase("serialization"):
-                        adapter_records[g] = to_record(self.adapters[g])
-                records[adapter_key(g)] = adapter_records[g]
+            instruction = p.EvalInstruction(
+                server_round,
+                np.asarray(clusters, dtype=np.int64),
+                self.global_centroids,
+                list(self.cluster_tasks),
+                adapters={g: self.adapter_record(g, records) for g in clusters},
+                route_by_task=self.hooks.route_by_task,
+                local_adapter_weight=weight,
+            )
             messages.append(
-                Message(RecordDict(records), dst_node_id=node, message_type=MessageType.EVALUATE)
+                Message(instruction.content(), dst_node_id=node, message_type=MessageType.EVALUATE)
             )
         return messages
 
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        """Return the client-weighted mean of each reported metric."""
-        self.last_eval: list[dict] = []
-        self.last_eval_failures: list[dict] = []
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> EvalOutcome:
+        """Collect each client's metrics and their example-weighted mean (``EVAL_MEANS``)."""
+        outcome = EvalOutcome()
         for reply in self.in_partition_order(replies):
             node = reply.metadata.src_node_id
             if reply.has_error():
-                self.last_eval_failures.append(failure(node, reply.error.reason))
+                outcome.failures.append(p.failure(node, reply.error.reason))
                 continue
-            metrics = dict(reply.content[METRICS_KEY])
-            self.last_eval.append({"partition_id": self.clients[node].partition_id, **metrics})
-        if not self.last_eval:
-            return None
-        total = sum(e["num-examples"] for e in self.last_eval)
-        keys = ("rouge1", "rouge2", "rougeL", "routing-accuracy")
-        return MetricRecord(
-            {k: sum(e[k] * e["num-examples"] for e in self.last_eval) / total for k in keys}
-        )
+            metrics = p.EvalReply.parse(reply.content).metrics
+            outcome.clients.append({"partition_id": self.clients[node].partition_id, **metrics})
+        if outcome.clients:
+            total = sum(e[p.NUM_EXAMPLES] for e in outcome.clients)
+            outcome.mean = {
+                k: sum(e[k] * e[p.NUM_EXAMPLES] for e in outcome.clients) / total
+                for k in p.EVAL_MEANS
+            }
+        return outcome
 
     def summary(self) -> None:
         """Log the strategy's settings."""
