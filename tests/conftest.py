@@ -102,3 +102,11 @@ def flower_server_identity():
     yield
     for name, value in before.items():
         setattr(TaskIdentity, name, value)
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, tiny_path):
+    """One small FedRouter run (SMALL_RUN), shared by every test that reads a finished run."""
+    proc, run_dir = run_simulation(tmp_path_factory.mktemp("sim"), "--sim_alias", "e2e")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, run_dir

@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 
 from fedrouter.checkpoint import load_checkpoint
 from fedrouter.results import read_metrics
-from tests.conftest import SMALL_RUN
+from tests.conftest import SMALL_RUN, run_simulation
 
 FOUR_ROUNDS = [*SMALL_RUN, "--num_rounds", "4", "--evaluation_rounds", "2,4"]
 TIMING = ("time", "pid", "wall_seconds")
@@ -58,12 +58,13 @@ def reference(tmp_path_factory, tiny_path):
     return only_run(out)
 
 
-def test_same_seed_gives_identical_metrics(reference, tmp_path):
-    subprocess.run(command(tmp_path), check=True, capture_output=True, timeout=900)
-    again = only_run(tmp_path)
-    assert comparable(read_metrics(again)) == comparable(read_metrics(reference))
-    a = load_file(reference / "adapters/round_4/cluster_0/adapter_model.safetensors")
-    b = load_file(again / "adapters/round_4/cluster_0/adapter_model.safetensors")
+def test_same_seed_gives_identical_metrics(small_run, tmp_path):
+    _, first = small_run
+    proc, again = run_simulation(tmp_path, "--sim_alias", "e2e")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert comparable(read_metrics(again)) == comparable(read_metrics(first))
+    a = load_file(first / "adapters/round_2/cluster_0/adapter_model.safetensors")
+    b = load_file(again / "adapters/round_2/cluster_0/adapter_model.safetensors")
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 

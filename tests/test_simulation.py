@@ -3,18 +3,9 @@
 import json
 
 import numpy as np
-import pytest
 
 from fedrouter.results import read_metrics
 from tests.conftest import run_simulation
-
-
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory, tiny_path):
-    """One small FedRouter run shared by the assertions below."""
-    proc, run_dir = run_simulation(tmp_path_factory.mktemp("sim"), "--sim_alias", "e2e")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, run_dir
 
 
 def test_run_directory_has_every_file(small_run):
