@@ -14,6 +14,17 @@ from flwr.serverapp import Grid
 from fedrouter import protocol as p
 from fedrouter.checkpoint import save_checkpoint
 from fedrouter.errors import FedRouterError
+from fedrouter.events import (
+    Clustering,
+    Eval,
+    Failure,
+    Finish,
+    Resume,
+    Round,
+    Setup,
+    Start,
+    Train,
+)
 from fedrouter.profiling import messages_bytes, peak_rss_mb, phase, take_phases
 from fedrouter.results import RunRecorder, Summary
 from fedrouter.strategies.fedrouter import (
@@ -60,7 +71,7 @@ def clustering_phase(
     for reply in replies:
         if reply.has_error():
             info = p.failure(reply.metadata.src_node_id, reply.error.reason)
-            recorder.log_event("failure", phase="clustering", **info)
+            recorder.record(Failure(phase="clustering", **info))
             logger.error("client %s failed to cluster its data: %s", info["node"], info["error"])
     clients, init_adapter = [], None
     answered = [
@@ -78,11 +89,12 @@ def clustering_phase(
                 sizes=tuple(int(s) for s in reply.sizes),
             )
         )
-        recorder.log_event(
-            "clustering",
-            partition_id=reply.partition_id,
-            local_purity=float(reply.metrics.get(p.LOCAL_PURITY, -1.0)),
-            **process_fields(reply.metrics),
+        recorder.record(
+            Clustering.from_fields(
+                process_fields(reply.metrics),
+                partition_id=reply.partition_id,
+                local_purity=float(reply.metrics.get(p.LOCAL_PURITY, -1.0)),
+            )
         )
         if reply.adapter is not None:
             with phase("serialization"):
@@ -164,7 +176,7 @@ def run_federation(
     ``checkpoint`` (of the open run, when resuming) is where the rounds continue from.
     """
     start = time.perf_counter()
-    recorder.log_event("start")
+    recorder.record(Start())
     history, first_round = prepare(cfg, grid, strategy, recorder, checkpoint)
     for server_round in range(first_round, cfg.num_rounds + 1):
         play_round(cfg, grid, strategy, recorder, server_round, history)
@@ -183,7 +195,7 @@ def run_federation(
                 save_checkpoint(recorder.run_dir, server_round, strategy.state_arrays(), meta)
     with phase("file-io"):
         recorder.write_json("clustering.json", strategy.clustering_report())  # cfl regroups
-    recorder.log_event("finish", seconds=time.perf_counter() - start, **server_fields())
+    recorder.record(Finish(seconds=time.perf_counter() - start, fields=server_fields()))
     recorder.flush()
     summary = build_summary(cfg, history, recorder, time.perf_counter() - start)
     recorder.write_json("summary.json", summary.to_json())
@@ -207,14 +219,14 @@ def prepare(cfg, grid: Grid, strategy, recorder: RunRecorder, checkpoint):
         strategy.restore(checkpoint.arrays, checkpoint.meta["strategy"])
         history = {int(r): v for r, v in checkpoint.meta["history"].items()}
         first_round = checkpoint.server_round + 1
-        recorder.log_event("resume", from_round=first_round)
+        recorder.record(Resume(from_round=first_round))
         logger.info("resuming after round %d", checkpoint.server_round)
     logger.info("global clusters by task: %s", strategy.cluster_tasks)
-    recorder.log_event(
-        "setup",
-        seconds=time.perf_counter() - start,
-        **traffic_fields(traffic),
-        **server_fields(),
+    recorder.record(
+        Setup(
+            seconds=time.perf_counter() - start,
+            fields={**traffic_fields(traffic), **server_fields()},
+        )
     )
     recorder.flush()
     return history, first_round
@@ -229,13 +241,13 @@ def play_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_round: i
     traffic["from_clients"] = messages_bytes(replies)
     outcome = strategy.aggregate_train(server_round, replies)
     record_train(recorder, outcome, server_round)
-    recorder.log_event(
-        "round",
-        round=server_round,
-        stage="train",
-        seconds=time.perf_counter() - round_start,
-        **traffic_fields(traffic),
-        **server_fields(),
+    recorder.record(
+        Round(
+            round=server_round,
+            stage="train",
+            seconds=time.perf_counter() - round_start,
+            fields={**traffic_fields(traffic), **server_fields()},
+        )
     )
     n_trained = len(outcome.nodes())
     if n_trained < cfg.min_fit_clients:
@@ -252,9 +264,9 @@ def play_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_round: i
 def record_train(recorder: RunRecorder, outcome: TrainOutcome, server_round: int) -> None:
     """Record one train event per trained local cluster and one per failure."""
     for t in outcome.trained:
-        recorder.log_event("train", round=server_round, **p.event_fields(t, drop=("node",)))
+        recorder.record(Train.from_fields(p.event_fields(t, drop=("node",)), round=server_round))
     for f in outcome.failures:
-        recorder.log_event("failure", phase="train", round=server_round, **f)
+        recorder.record(Failure(phase="train", round=server_round, **f))
         logger.error("round %d: client %s failed: %s", server_round, f["node"], f["error"])
 
 
@@ -266,18 +278,18 @@ def evaluate_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_roun
     replies = list(grid.send_and_receive(messages, timeout=REPLY_TIMEOUT))
     traffic["from_clients"] = messages_bytes(replies)
     outcome: EvalOutcome = strategy.aggregate_evaluate(server_round, replies)
-    recorder.log_event(
-        "round",
-        round=server_round,
-        stage="evaluate",
-        seconds=time.perf_counter() - start,
-        **traffic_fields(traffic),
-        **server_fields(),
+    recorder.record(
+        Round(
+            round=server_round,
+            stage="evaluate",
+            seconds=time.perf_counter() - start,
+            fields={**traffic_fields(traffic), **server_fields()},
+        )
     )
     for e in outcome.clients:
-        recorder.log_event("eval", round=server_round, **p.event_fields(e))
+        recorder.record(Eval.from_fields(p.event_fields(e), round=server_round))
     for f in outcome.failures:
-        recorder.log_event("failure", phase="evaluate", round=server_round, **f)
+        recorder.record(Failure(phase="evaluate", round=server_round, **f))
         logger.error("eval round %d: client %s failed: %s", server_round, f["node"], f["error"])
     if outcome.mean is None:
         logger.error("eval round %d: no client returned metrics", server_round)

@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from fedrouter import __version__
 from fedrouter.atomic import atomic_folder, atomic_write_json, atomic_write_text, jsonable
 from fedrouter.checkpoint import Checkpoint, find_run_to_resume
 from fedrouter.errors import FedRouterError
+from fedrouter.events import Event, EventLog
 
 logger = logging.getLogger(__name__)
 
@@ -159,11 +160,12 @@ class RunRecorder:
         payload.update(extra or {})
         atomic_write_json(self.run_dir / "config.json", payload)
 
-    def log_event(self, kind: str, **fields: Any) -> dict:
-        """Record one event (train, eval, failure, load...) with a wall-clock timestamp."""
-        event = {"event": kind, **jsonable(fields), "time": round(time.time(), 3)}
-        self.events.append(event)
-        return event
+    def record(self, event: Event) -> dict:
+        """Record one event (fedrouter.events) with a wall-clock timestamp; return its JSON."""
+        stamped = replace(event, time=round(time.time(), 3))
+        data = jsonable(stamped.to_json())
+        self.events.append(data)
+        return data
 
     def flush(self) -> None:
         """Rewrite metrics.jsonl atomically with every event so far."""
@@ -183,26 +185,6 @@ class RunRecorder:
 
 class RunFileError(FedRouterError):
     """A file of a run directory cannot be read as the project writes it."""
-
-
-@dataclass
-class EventLog:
-    """metrics.jsonl as read: its events, and the numbers of the lines that did not parse."""
-
-    events: list[dict]
-    unreadable: list[int]
-
-    def of(self, kind: str) -> list[dict]:
-        """Return the events of one kind (train, eval, round, failure...), in order."""
-        return [e for e in self.events if e.get("event") == kind]
-
-    def note(self) -> str:
-        """Say which lines were skipped, or return an empty string."""
-        if not self.unreadable:
-            return ""
-        more = ", ..." if len(self.unreadable) > 3 else ""
-        lines = ", ".join(map(str, self.unreadable[:3])) + more
-        return f"metrics.jsonl: {len(self.unreadable)} unreadable line(s) skipped ({lines})"
 
 
 def read_events(run_dir: str | os.PathLike, *, strict: bool = False) -> EventLog:
