@@ -9,8 +9,10 @@ import fedrouter.checkpoint as checkpoint_module
 from fedrouter.atomic import atomic_folder, atomic_write, atomic_write_json
 from fedrouter.checkpoint import CheckpointError, save_checkpoint
 from fedrouter.config import Config
+from fedrouter.events import KINDS, Failure, Start, Train, parse
 from fedrouter.results import (
     RunFileError,
+    RunRecorder,
     Summary,
     open_run,
     read_events,
@@ -121,3 +123,102 @@ def test_atomic_folder_replaces_or_keeps_a_finished_one(tmp_path):
         (tmp / "x").write_text("cut short")
         raise ValueError
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+# One event of each kind, as the round loop writes them (from a quickstart run, shortened).
+EVENTS = [
+    {"event": "start", "time": 1.5},
+    {"event": "clustering", "partition_id": 0, "local_purity": 1.0, "pid": 17, "model_loads": 1,
+     "peak_rss_mb": 622.3, "seconds/model_load": 5.6, "phase/kmeans": 0.001, "time": 2.0},
+    {"event": "setup", "seconds": 3.0, "messages_to_clients": 8, "bytes_to_clients": 900,
+     "array_bytes_to_clients": 0, "server_peak_rss_mb": 400.0, "phase/server/serialization": 0.1,
+     "time": 3.0},
+    {"event": "resume", "from_round": 3, "time": 3.1},
+    {"event": "train", "round": 3, "partition_id": 0, "local_cluster": 0.0, "global_cluster": 2.0,
+     "num_examples": 200.0, "train_loss": 1.25, "cluster_size": 200.0, "seconds/train": 4.0,
+     "phase/training": 3.5, "pid": 17, "model_loads": 1, "time": 4.0},
+    {"event": "failure", "phase": "train", "round": 3, "node": 5, "error": "ValueError: x",
+     "detail": "Traceback...\nValueError: x", "time": 4.1},
+    {"event": "round", "round": 3, "stage": "train", "seconds": 5.0, "messages_to_clients": 8,
+     "bytes_to_clients": 1000, "array_bytes_to_clients": 960, "messages_from_clients": 8,
+     "bytes_from_clients": 1100, "array_bytes_from_clients": 960, "server_peak_rss_mb": 401.0,
+     "phase/server/aggregation": 0.2, "time": 5.0},
+    {"event": "round", "round": 3, "stage": "evaluate", "seconds": 6.0, "bytes_to_clients": 2000,
+     "time": 6.0},
+    {"event": "eval", "round": 3, "partition_id": 0, "num_examples": 64.0, "rouge1": 0.5,
+     "rouge2": 0.25, "rougeL": 0.5, "routing_accuracy": 1.0, "count/c2": 64.0, "rouge1/c2": 0.5,
+     "generated_tokens": 300.0, "phase/generation": 1.0, "pid": 17, "model_loads": 1,
+     "time": 7.0},
+    {"event": "failure", "phase": "clustering", "node": 6, "error": "E", "detail": "E",
+     "time": 7.5},
+    {"event": "finish", "seconds": 9.0, "server_peak_rss_mb": 402.0, "phase/server/file-io": 0.3,
+     "time": 9.0},
+]  # fmt: skip
+
+
+def test_each_kind_of_event_reads_back_as_written(tmp_path):
+    """A record written as JSON reads back equal, and writes the same keys in the same order."""
+    assert {e["event"] for e in EVENTS} == set(KINDS)
+    for data in EVENTS:
+        record = parse(json.loads(json.dumps(data)))
+        assert type(record) is KINDS[data["event"]] and record.time == data["time"]
+        assert list(record.to_json().items()) == list(data.items()), data["event"]
+        assert type(record).from_json(record.to_json()) == record
+    train = parse(EVENTS[4])
+    assert (train.round, train.global_cluster, train.pid) == (3, 2.0, 17)
+    assert train.fields == {"seconds/train": 4.0, "phase/training": 3.5}
+    assert parse({"event": "load", "x": 1}) is None  # a kind not written by the round loop
+
+
+def test_records_are_written_as_the_round_loop_wrote_them(tmp_path):
+    """What the recorder writes: the kind, the attributes in order, the fields, a timestamp."""
+    recorder = RunRecorder(tmp_path)
+    recorder.record(Start())
+    recorder.record(
+        Train.from_fields(
+            {"partition_id": 1, "local_cluster": np.float32(0.0), "seconds/train": 2.0, "pid": 4,
+             "model_loads": 1, "global_cluster": 1.0},
+            round=2,
+        )
+    )  # fmt: skip
+    recorder.record(Failure(phase="clustering", node=3, error="E", detail="D"))
+    recorder.flush()
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [list(e) for e in lines] == [
+        ["event", "time"],
+        ["event", "round", "partition_id", "local_cluster", "global_cluster", "seconds/train",
+         "pid", "model_loads", "time"],
+        ["event", "phase", "node", "error", "detail", "time"],  # no round: not in a round
+    ]  # fmt: skip
+    assert lines[1]["local_cluster"] == 0.0 and isinstance(lines[1]["local_cluster"], float)
+    assert all(isinstance(e["time"], float) for e in lines) and recorder.events == lines
+
+
+def test_event_log_gives_typed_records_and_reads_damage_as_absent(tmp_path):
+    damaged = [
+        b'{"event": "train", "round": "3", "global_cluster": true, "pid": 9}',  # wrong types
+        b'{"event": "clustering", "partition_id": 1}',  # no purity: an older file
+        b'{"event": "train", "round": 4',  # cut short
+        b'["event", "eval"]',  # not an object
+        b'{"round": 4}',  # no kind
+    ]
+    lines = [json.dumps(e).encode() for e in EVENTS] + damaged
+    (tmp_path / "metrics.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    log = read_events(tmp_path)
+    assert log.unreadable == [len(EVENTS) + 3, len(EVENTS) + 4]
+    assert [r.KIND for r in log.records()] == [e["event"] for e in EVENTS] + ["train", "clustering"]
+    trains = log.trains()
+    assert [t.round for t in trains] == [3, None] and trains[1].global_cluster is None
+    assert trains[1].pid == 9 and trains[1].to_json() == {"event": "train", "pid": 9}
+    assert [c.local_purity for c in log.clusterings()] == [1.0, None]
+    assert [r.seconds for r in log.rounds()] == [5.0, 6.0]
+    assert [r.bytes("to_clients") for r in log.rounds(stage="evaluate")] == [2000]
+    assert [r.messages("from_clients") for r in log.rounds(stage="train")] == [8]
+    assert [(f.phase, f.round, f.node) for f in log.failures()] == [
+        ("train", 3, 5), ("clustering", None, 6)
+    ]  # fmt: skip
+    assert [e.rougeL for e in log.evals()] == [0.5]
+    assert log.evals()[0].fields["generated_tokens"] == 300.0
+    assert [s.time for s in log.starts()] == [1.5] and log.finishes()[0].seconds == 9.0
+    assert log.setups()[0].fields["bytes_to_clients"] == 900
+    assert [r.from_round for r in log.resumes()] == [3]
