@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from fedrouter import protocol
 from fedrouter.atomic import atomic_write_json
 from fedrouter.config import Config, ConfigError, parse_args
 from fedrouter.errors import FedRouterError
+from fedrouter.events import Eval, Event, EventLog, Round, Start, Train
 from fedrouter.launcher import preset_flags
 
 logger = logging.getLogger("fedrouter.bench")
@@ -139,20 +141,21 @@ def run_once(cfg: Config) -> tuple[Path, float, float]:
 
 
 # ----- the figures -----------------------------------------------------------------------
-def read_events(run_dir: Path) -> list[dict]:
-    """Return the run's metrics.jsonl events."""
-    from fedrouter.results import read_metrics
+def read_events(run_dir: Path) -> EventLog:
+    """Return the run's metrics.jsonl events; a damaged line is a RunFileError."""
+    from fedrouter.results import read_events as read
 
-    return read_metrics(run_dir)
+    return read(run_dir, strict=True)
 
 
-def phase_sums(events: list[dict], min_round: int = 0) -> dict[str, float]:
+def phase_sums(events: Iterable[Event], min_round: int = 0) -> dict[str, float]:
     """Sum every process's phase seconds over events (from round ``min_round`` on)."""
     sums: dict[str, float] = defaultdict(float)
     for event in events:
-        if event.get("round", min_round) < min_round:
+        rnd = getattr(event, "round", None)  # start, setup, clustering, finish: no round
+        if rnd is not None and rnd < min_round:
             continue
-        for key, value in event.items():
+        for key, value in event.fields.items():
             if key.startswith(protocol.PHASE_PREFIX):  # event names: snake_case already
                 sums[key[len(protocol.PHASE_PREFIX) :]] += float(value)
     return dict(sums)
@@ -180,14 +183,13 @@ def model_loads(events: list[dict]) -> dict:
     }
 
 
-def traffic(events: list[dict], adapter_bytes: int) -> dict:
+def traffic(log: EventLog, adapter_bytes: int) -> dict:
     """Return bytes per training round each way, and against adapter size x messages."""
-    rounds = [e for e in events if e.get("event") == "round" and e.get("stage") == "train"]
-    evals = [e for e in events if e.get("event") == "round" and e.get("stage") == "evaluate"]
+    rounds, evals = log.rounds(stage="train"), log.rounds(stage="evaluate")
     out: dict = {"adapter_bytes": adapter_bytes}
     for direction in ("to_clients", "from_clients"):
-        sent = [e[f"bytes_{direction}"] for e in rounds]
-        messages = [e[f"messages_{direction}"] for e in rounds]
+        sent = [e.bytes(direction) for e in rounds]
+        messages = [e.messages(direction) for e in rounds]
         expected = [adapter_bytes * m for m in messages]
         out[f"bytes_per_round_{direction}"] = float(np.mean(sent)) if sent else 0.0
         out[f"messages_per_round_{direction}"] = float(np.mean(messages)) if messages else 0.0
@@ -195,35 +197,31 @@ def traffic(events: list[dict], adapter_bytes: int) -> dict:
             float(np.sum(sent) / np.sum(expected)) if sent and np.sum(expected) else None
         )
         out[f"eval_bytes_per_round_{direction}"] = (
-            float(np.mean([e[f"bytes_{direction}"] for e in evals])) if evals else 0.0
+            float(np.mean([e.bytes(direction) for e in evals])) if evals else 0.0
         )
     return out
 
 
-def summarise(
-    cfg: Config, events: list[dict], start: float, end: float, adapter_bytes: int
-) -> dict:
+def summarise(cfg: Config, log: EventLog, start: float, end: float, adapter_bytes: int) -> dict:
     """Turn a run's events into the benchmark's figures."""
-    by_kind = defaultdict(list)
-    for event in events:
-        by_kind[event["event"]].append(event)
-    [first] = by_kind["start"] or [{"time": start}]
-    startup = max(0.0, first["time"] - start)
+    events = log.events
+    [first] = log.starts() or [Start(time=start)]
+    startup = max(0.0, first.time - start)
     wall = end - start
     slots = concurrency(cfg)
-    phases = phase_sums(events)
+    phases = phase_sums(log.records())
     loads = model_loads(events)
     tokens = sum(
-        e.get(protocol.event_field(protocol.GENERATED_TOKENS), 0.0) for e in by_kind["eval"]
+        e.fields.get(protocol.event_field(protocol.GENERATED_TOKENS), 0.0) for e in log.evals()
     )
     compute = sum(phases.get(name, 0.0) for name in COMPUTE)
     # Steady state: rounds 2.., timed from the end of round 1's training to the end of the run.
-    round1 = [e for e in by_kind["round"] if e.get("round") == 1 and e.get("stage") == "train"]
+    round1 = [e for e in log.rounds(stage="train") if e.round == 1]
     steady = {}
     if round1 and cfg.num_rounds > 1:
-        steady_wall = by_kind["finish"][-1]["time"] - round1[0]["time"]
+        steady_wall = log.finishes()[-1].time - round1[0].time
         steady_phases = phase_sums(
-            [e for e in events if e["event"] in ("train", "eval", "round")], min_round=2
+            [e for e in log.records() if isinstance(e, Train | Eval | Round)], min_round=2
         )
         steady_compute = sum(steady_phases.get(name, 0.0) for name in COMPUTE)
         steady = {
@@ -234,10 +232,8 @@ def summarise(
             "phases": steady_phases,
         }
     peaks = [e.get(protocol.event_field(protocol.PEAK_RSS_MB), 0.0) for e in events]
-    train_rounds = {e["round"]: e["seconds"] for e in by_kind["round"] if e.get("stage") == "train"}
-    eval_rounds = {
-        e["round"]: e["seconds"] for e in by_kind["round"] if e.get("stage") == "evaluate"
-    }
+    train_rounds = {e.round: e.seconds for e in log.rounds(stage="train")}
+    eval_rounds = {e.round: e.seconds for e in log.rounds(stage="evaluate")}
     later = [s for r, s in train_rounds.items() if r >= 2]
     return {
         "machine": machine(),
@@ -286,7 +282,7 @@ def summarise(
             "max_eval_size": cfg.max_eval_size,
             "clients_evaluated": cfg.num_clients,
         },
-        "traffic": traffic(events, adapter_bytes),
+        "traffic": traffic(log, adapter_bytes),
         "peak_rss_mb": {
             "clients": max(peaks, default=0.0),
             "server": max((e.get("server_peak_rss_mb", 0.0) for e in events), default=0.0),
@@ -622,9 +618,9 @@ def _bench(args: argparse.Namespace, workdir: Path) -> dict:
     result: dict = {"machine": machine()}
     if not args.ab_only:
         run_dir, start, end = run_once(cfg)
-        events = read_events(run_dir)
+        log = read_events(run_dir)
         adapter_bytes = adapter_size(run_dir)
-        result["run"] = summarise(cfg, events, start, end, adapter_bytes)
+        result["run"] = summarise(cfg, log, start, end, adapter_bytes)
         result["run"]["run_dir"] = str(run_dir)
         summary = json.loads((run_dir / "summary.json").read_text())
         result["run"]["final_rouge1"] = summary.get("final", {}).get("rouge1")

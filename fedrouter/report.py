@@ -28,6 +28,7 @@ from fedrouter import methods
 from fedrouter.atomic import atomic_write, atomic_write_text
 from fedrouter.checkpoint import CHECKPOINT
 from fedrouter.errors import FedRouterError
+from fedrouter.events import Clustering, Eval, EventLog, Train
 from fedrouter.results import RunFileError, check_writable, read_events, read_summary
 
 logger = logging.getLogger(__name__)
@@ -106,15 +107,13 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _last_round(events: Iterable[dict], kind: str) -> int | None:
-    """Return the highest round among events of one kind."""
-    rounds = [
-        e["round"] for e in events if e.get("event") == kind and isinstance(e.get("round"), int)
-    ]
+def _last_round(records: Iterable[Train | Eval]) -> int | None:
+    """Return the highest round among records."""
+    rounds = [r.round for r in records if r.round is not None]
     return max(rounds) if rounds else None
 
 
-def rounds_trained(events: Iterable[dict], n_clusters: int = 0) -> dict[int, int]:
+def rounds_trained(trains: Iterable[Train], n_clusters: int = 0) -> dict[int, int]:
     """Return {global cluster: number of rounds in which at least one client trained it}.
 
     A global adapter that sits out rounds gets fewer updates; with a fixed step budget per
@@ -123,28 +122,25 @@ def rounds_trained(events: Iterable[dict], n_clusters: int = 0) -> dict[int, int
     events at all (without any, nothing is known and the result is empty).
     """
     rounds: dict[int, set] = defaultdict(set)
-    for e in events:
-        cluster, rnd = e.get("global_cluster"), e.get("round")
-        if e.get("event") == "train" and isinstance(cluster, int | float) and isinstance(rnd, int):
-            rounds[int(cluster)].add(rnd)
+    for t in trains:
+        if t.global_cluster is not None and t.round is not None:
+            rounds[int(t.global_cluster)].add(t.round)
     if rounds:
         for cluster in range(n_clusters):
             rounds.setdefault(cluster, set())
     return {cluster: len(rounds[cluster]) for cluster in sorted(rounds)}
 
 
-def local_purity(events: Iterable[dict]) -> float | None:
+def local_purity(clusterings: Iterable[Clustering]) -> float | None:
     """Return the clients' mean local-cluster purity from the clustering events, if any.
 
     A client's purity is the share of its training samples whose local cluster's majority
     task is their own: 1.0 when local k-means splits tasks exactly.
     """
     values = [
-        e["local_purity"]
-        for e in events
-        if e.get("event") == "clustering"
-        and isinstance(e.get("local_purity"), int | float)
-        and e["local_purity"] >= 0  # -1: the client did not report it
+        c.local_purity
+        for c in clusterings
+        if c.local_purity is not None and c.local_purity >= 0  # -1: the client did not report it
     ]
     return sum(values) / len(values) if values else None
 
@@ -155,16 +151,17 @@ def _one_line(text: str) -> str:
     return text if len(text) <= NOTE_CHARS else text[: NOTE_CHARS - 1] + "…"
 
 
-def _unfinished_status(events: list[dict], num_rounds: int | None, has_summary: bool):
+def _unfinished_status(log: EventLog, num_rounds: int | None, has_summary: bool):
     """Return (status, note) of a run that has no final metrics."""
-    failures = [e for e in events if e.get("event") == "failure"]
+    failures = log.failures()
     if failures:
         last = failures[-1]
-        where = last.get("phase", "?")
-        if isinstance(last.get("round"), int):
-            where += f" round {last['round']}"
-        return FAILED, _one_line(f"{where}: {last.get('error', 'unknown error')}")
-    trained = _last_round(events, "train")
+        where = last.phase if last.phase is not None else "?"
+        if last.round is not None:
+            where += f" round {last.round}"
+        error = last.error if last.error is not None else "unknown error"
+        return FAILED, _one_line(f"{where}: {error}")
+    trained = _last_round(log.trains())
     progress = f"last trained round {trained if trained is not None else '-'}"
     if num_rounds is not None:
         progress += f" of {num_rounds}"
@@ -212,19 +209,18 @@ def load_run(run_dir: Path, config: dict) -> RunRecord:
             notes.append(fault)
     log = read_events(run_dir)
     notes.append(log.note())
-    events = log.events
     centroids = (record.clustering or {}).get("global_centroids")
     n_adapters = len(centroids) if isinstance(centroids, list) else 0
-    record.rounds_trained = rounds_trained(events, n_adapters)
-    record.local_purity = local_purity(events)
+    record.rounds_trained = rounds_trained(log.trains(), n_adapters)
+    record.local_purity = local_purity(log.clusterings())
     if summary is not None:
         record.wall_seconds = summary.wall_seconds
         record.final = summary.final
         record.by_round = summary.by_round
         record.last_round = summary.final_round
     if not record.final:
-        record.last_round = _last_round(events, "eval")
-        record.status, why = _unfinished_status(events, record.num_rounds, summary is not None)
+        record.last_round = _last_round(log.evals())
+        record.status, why = _unfinished_status(log, record.num_rounds, summary is not None)
         if damaged:
             record.status, why = FAILED, ""  # the damage note says it
         notes.insert(0, why)

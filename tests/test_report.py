@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from fedrouter.events import EventLog
 from fedrouter.report import (
     COMPLETE,
     FAILED,
@@ -247,9 +248,10 @@ def test_rounds_trained_counts_rounds_not_clients():
         {"event": "train", "round": 1},  # no cluster: ignored
         {"event": "eval", "round": 2, "global_cluster": 0},  # not training: ignored
     ]
-    assert rounds_trained(events) == {0: 1, 2: 1}
+    trains = EventLog(events, []).trains()
+    assert rounds_trained(trains) == {0: 1, 2: 1}
     # Cluster 1 of 4 never trained: it counts 0, and so does cluster 3, rather than vanish.
-    assert rounds_trained(events, n_clusters=4) == {0: 1, 1: 0, 2: 1, 3: 0}
+    assert rounds_trained(trains, n_clusters=4) == {0: 1, 1: 0, 2: 1, 3: 0}
     assert rounds_trained([]) == {}
     assert rounds_trained([], n_clusters=4) == {}  # no train events: nothing is known
 
