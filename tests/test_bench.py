@@ -12,6 +12,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from safetensors.numpy import load_file
 
 from fedrouter import bench
+from fedrouter.events import EventLog
 from fedrouter.profiling import PHASES, content_bytes, messages_bytes, phase, take_phases
 from fedrouter.protocol import to_record
 from fedrouter.results import read_metrics
@@ -151,6 +152,48 @@ def test_report_prints_the_figures_of_the_json(bench_result):
         text
     )
     assert f"seconds per base-model load: {ab['seconds_per_model_load']:.2f}" in text
+
+
+def test_phases_traffic_and_steady_state_come_from_the_typed_events():
+    """Two rounds by hand: the phases of every process, the steady ones from round 2 on."""
+
+    def round_(r, stage, seconds, time, to, back, **phases):
+        return {"event": "round", "round": r, "stage": stage, "seconds": seconds,
+                "messages_to_clients": 2, "bytes_to_clients": to, "array_bytes_to_clients": to,
+                "messages_from_clients": 2, "bytes_from_clients": back,
+                "array_bytes_from_clients": back, **phases, "time": time}  # fmt: skip
+
+    events = [
+        {"event": "start", "time": 101.0},
+        {"event": "setup", "seconds": 1.0, "phase/server/serialization": 0.5, "time": 102.0},
+        {"event": "train", "round": 1, "phase/training": 1.0, "pid": 7, "model_loads": 1},
+        round_(1, "train", 2.0, 104.0, 200, 220, **{"phase/server/aggregation": 0.25}),
+        {"event": "train", "round": 2, "phase/training": 2.0, "pid": 7, "model_loads": 1},
+        round_(2, "train", 3.0, 107.0, 300, 330),
+        round_(2, "evaluate", 4.0, 111.0, 500, 50),
+        {"event": "eval", "round": 2, "generated_tokens": 40.0, "phase/generation": 8.0},
+        {"event": "finish", "seconds": 12.0, "phase/server/file_io": 0.125, "time": 112.0},
+    ]  # fmt: skip
+    log = EventLog(events, [])
+    cfg = bench.parse_args(["--num_rounds", "2", "--evaluation_rounds", "2"])
+    run = bench.summarise(cfg, log, 100.0, 113.0, adapter_bytes=100)
+    assert run["startup_seconds"] == 1.0 and run["wall_seconds"] == 13.0
+    assert run["phases"] == {
+        "server/serialization": 0.5, "training": 3.0, "server/aggregation": 0.25,
+        "generation": 8.0, "server/file_io": 0.125,
+    }  # fmt: skip
+    # steady: rounds 2.. of train, eval and round events, from round 1's end to the finish
+    assert run["steady"]["wall_seconds"] == 8.0 and run["steady"]["seconds_per_round"] == 8.0
+    assert run["steady"]["phases"] == {"training": 2.0, "generation": 8.0}
+    assert run["rounds"]["train_seconds"] == {"1": 2.0, "2": 3.0}
+    assert run["rounds"]["eval_seconds"] == {"2": 4.0}
+    assert run["generated_tokens"] == 40.0 and run["generation_tokens_per_wall_second"] == 10.0
+    traffic = run["traffic"]
+    assert traffic["bytes_per_round_to_clients"] == 250.0
+    assert traffic["messages_per_round_from_clients"] == 2.0
+    assert traffic["ratio_to_adapter_x_messages_from_clients"] == 550 / 400
+    assert traffic["eval_bytes_per_round_to_clients"] == 500.0
+    assert run["model_loads"]["per_process"] == {"7": 1}
 
 
 def test_phase_timers_accumulate_and_reset():

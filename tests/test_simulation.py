@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 
+from fedrouter.events import parse
 from fedrouter.results import read_metrics
 from tests.conftest import run_simulation
 
@@ -57,6 +58,17 @@ def test_eval_metrics_and_one_model_load_per_process(small_run):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["final_per_client"]) == {"0", "1", "2", "3"}
     assert "rouge1" in summary["final"]
+
+
+def test_every_event_is_a_typed_record_that_writes_it_back(small_run):
+    """Each line of a real run is a known kind carrying all its attributes, in their order."""
+    _, run_dir = small_run
+    for event in read_metrics(run_dir):
+        record = parse(event)
+        assert record is not None, event["event"]
+        assert list(record.to_json().items()) == list(event.items()), event["event"]
+        missing = {n for n in record.typed() if getattr(record, n) is None}
+        assert missing <= ({"round"} if record.KIND == "failure" else set()), (event, missing)
 
 
 def test_bad_flag_fails_fast_without_traceback(tmp_path):
