@@ -47,7 +47,7 @@ class Event:
     def to_json(self) -> dict:
         """Return the event as metrics.jsonl holds it: kind first, then fields in order."""
         out: dict[str, Any] = {"event": self.KIND}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "fields":
                 out.update(value)
@@ -58,7 +58,7 @@ class Event:
     @classmethod
     def typed(cls) -> tuple[str, ...]:
         """Return the names of the kind's own attributes (not ``fields`` or ``time``)."""
-        return tuple(f.name for f in dataclasses.fields(cls) if f.name not in _OWN)  # type: ignore[arg-type]
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name not in _OWN)
 
     @classmethod
     def from_fields(cls: type[E], values: Mapping[str, Any], **typed: Any) -> E:
@@ -67,7 +67,7 @@ class Event:
         names = cls.typed()
         own = {k: values[k] for k in names if k in values and k not in typed}
         rest = {k: v for k, v in values.items() if k not in names and k not in typed}
-        return cls(**own, **typed, fields=rest)  # type: ignore[call-arg]
+        return cls(**own, **typed, fields=rest)
 
     @classmethod
     def from_json(cls: type[E], data: Mapping[str, Any]) -> E:
@@ -75,11 +75,11 @@ class Event:
         names = cls.typed()
         own = {
             f.name: _READERS[str(f.type)](data.get(f.name))
-            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            for f in dataclasses.fields(cls)
             if f.name in names
         }
         rest = {k: v for k, v in data.items() if k not in names and k not in ("event", "time")}
-        return cls(**own, fields=rest, time=_number(data.get("time")))  # type: ignore[call-arg]
+        return cls(**own, fields=rest, time=_number(data.get("time")))
 
 
 @dataclass(kw_only=True)
@@ -211,7 +211,7 @@ KINDS: dict[str, type[Event]] = {
 
 def parse(data: Mapping[str, Any]) -> Event | None:
     """Return the record of one metrics.jsonl object, or None for a kind not known here."""
-    cls = KINDS.get(data.get("event"))  # type: ignore[arg-type]
+    cls = KINDS.get(data.get("event"))
     return cls.from_json(data) if cls is not None else None
 
 
