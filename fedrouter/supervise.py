@@ -15,7 +15,6 @@ write into another run's log; a resumed run appends to its run's log.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import signal
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from fedrouter.checkpoint import CHECKPOINT, read_checkpoint_round
 from fedrouter.config import Config
-from fedrouter.results import Run
+from fedrouter.results import Run, read_events
 
 STOP_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -112,20 +111,11 @@ def remove_partial_writes(run_dir: Path) -> list[Path]:
 
 def rounds_finished(run_dir: Path) -> int:
     """Return the last round that metrics.jsonl records as trained (0 if none)."""
-    path = run_dir / "metrics.jsonl"
-    last = 0
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        trained = read_events(run_dir).rounds(stage="train")
     except OSError:
         return 0
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == "round" and event.get("phase", "train") == "train":
-            last = max(last, int(event.get("round", 0)))
-    return last
+    return max((r.round for r in trained if r.round is not None), default=0)
 
 
 def stop_message(signum: int, cfg: Config, run_dir: Path) -> str:

@@ -189,3 +189,19 @@ def test_signal_stops_within_seconds_and_the_run_resumes(reference, tmp_path, si
     assert not [p.name for p in run.rglob(".*")]  # no temporary file of a write cut short
     assert line in log.read_text()  # the log says how it ended too
     assert_resume_finishes_like(reference, tmp_path, run, "--log_file", str(log))
+
+
+def test_rounds_finished_reads_the_train_rounds_of_metrics_jsonl(tmp_path):
+    from fedrouter.supervise import rounds_finished
+
+    assert rounds_finished(tmp_path) == 0  # no metrics.jsonl yet
+    lines = [
+        {"event": "round", "round": 1, "stage": "train"},
+        {"event": "round", "round": 2, "stage": "train"},
+        {"event": "round", "round": 3, "stage": "evaluate"},  # not a trained round
+        {"event": "train", "round": 4},  # a client's record, not the round's end
+        {"event": "round", "round": "5", "stage": "train"},  # damaged: no round
+    ]
+    text = "".join(json.dumps(e) + "\n" for e in lines) + '{"event": "round", "ro\n'
+    (tmp_path / "metrics.jsonl").write_text(text)
+    assert rounds_finished(tmp_path) == 2
