@@ -76,6 +76,15 @@ def truncated_checkpoint(root: Path) -> list[str]:
     return ["--resume", "True"]
 
 
+def rerun_with_a_typo(root: Path) -> list[str]:
+    """A finished seed's log is there; the rerun (as the launcher starts it) has a typo."""
+    out = root / "out"
+    out.mkdir()
+    log = out / "router_single_seed2025_log.txt"
+    log.write_text("the log of a finished run\n")
+    return ["--log_file", str(log), "--lerning_rate", "1e-3"]
+
+
 def not_writable(root: Path) -> list[str]:
     (root / "a_file").write_text("x")
     return ["--output_dir", str(root / "a_file" / "out")]
@@ -119,6 +128,7 @@ CASES = {
     "full fine-tuning": (["--use_peft", "False"], "use_peft"),
     "sim_alias with a path separator": (["--sim_alias", "sub/run"], "sim_alias"),
     "sim_alias leaving output_dir": (["--sim_alias", "../escape"], "sim_alias"),
+    "rerun of a finished seed with a misspelt flag": (rerun_with_a_typo, "lerning_rate"),
 }  # fmt: skip
 
 
@@ -163,9 +173,8 @@ def test_bad_input_gets_one_line_error(tmp_path, name, tiny_path, capsys, no_chi
         extra = extra(tmp_path)
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    keep = out / "earlier_result.txt"
-    keep.write_text("precious")
-    before = sorted(p.name for p in out.iterdir())
+    (out / "earlier_result.txt").write_text("precious")
+    before = {p.name: p.read_bytes() if p.is_file() else None for p in out.iterdir()}
     with pytest.raises(SystemExit) as info:
         simulation.main([*BASE, "--output_dir", str(out), *extra])
     err = capsys.readouterr().err
@@ -173,5 +182,5 @@ def test_bad_input_gets_one_line_error(tmp_path, name, tiny_path, capsys, no_chi
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and needle in errors[0], err[-2000:]
     assert "Traceback" not in err
-    assert keep.read_text() == "precious"
-    assert sorted(p.name for p in out.iterdir()) == before  # no run directory was created
+    # nothing written is touched (a finished run's log included); no run directory created
+    assert {p.name: p.read_bytes() if p.is_file() else None for p in out.iterdir()} == before

@@ -423,3 +423,23 @@ def test_sample_clients_is_honoured():
 
     picked = sample_nodes(list(range(8)), 3, seed=1, server_round=2)
     assert len(picked) == 3 and len(set(picked)) == 3
+
+
+def test_10e_checkpointing_is_decided_by_memory_and_on_restores_the_reference():
+    """The reference always checkpoints; ``auto`` does where memory needs it, ``on`` always."""
+    from fedrouter.config import Config
+    from fedrouter.training import TrainSettings, checkpointing_needed
+
+    geometry = type("Llama1B", (), {"hidden_size": 2048, "num_hidden_layers": 16})()
+    h200 = 141 * 2**30
+    assert Config().gradient_checkpointing == "auto"
+    settings = TrainSettings.from_config(Config(client_resources_gpus=0.25))
+    # the reference's settings: batch 16 of ~150-token rows, 4 clients sharing an H200
+    tokens = settings.batch_size * 150
+    assert not checkpointing_needed(
+        settings.gradient_checkpointing, tokens, geometry, settings.gpu_share, h200
+    )
+    # a 24 GB card shared by 4: the same batch no longer fits a fifth of a share
+    assert checkpointing_needed(settings.gradient_checkpointing, tokens, geometry, 0.25, 24 * 2**30)
+    on = TrainSettings.from_config(Config(gradient_checkpointing="on"))
+    assert checkpointing_needed(on.gradient_checkpointing, 1, geometry, on.gpu_share, h200)
