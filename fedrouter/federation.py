@@ -49,6 +49,14 @@ def wait_for_nodes(grid: Grid, count: int, timeout: float = 600.0) -> list[int]:
     return nodes[:count] if len(nodes) > count else nodes
 
 
+def exchange(grid: Grid, messages: list[Message], traffic: dict) -> list[Message]:
+    """Send ``messages``, wait for every reply, and note the bytes each way in ``traffic``."""
+    traffic["to_clients"] = messages_bytes(messages)
+    replies = list(grid.send_and_receive(messages, timeout=REPLY_TIMEOUT))
+    traffic["from_clients"] = messages_bytes(replies)
+    return replies
+
+
 def clustering_phase(
     grid: Grid, nodes: list[int], recorder: RunRecorder, query: p.ClusterQuery, traffic: dict
 ):
@@ -65,9 +73,7 @@ def clustering_phase(
         )
         for i, node in enumerate(nodes)
     ]
-    traffic["to_clients"] = messages_bytes(messages)
-    replies = list(grid.send_and_receive(messages, timeout=REPLY_TIMEOUT))
-    traffic["from_clients"] = messages_bytes(replies)
+    replies = exchange(grid, messages, traffic)
     for reply in replies:
         if reply.has_error():
             info = p.failure(reply.metadata.src_node_id, reply.error.reason)
@@ -236,9 +242,8 @@ def play_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_round: i
     """Train one round, and evaluate if it is an evaluation round."""
     round_start = time.perf_counter()
     messages = list(strategy.configure_train(server_round, None, ConfigRecord(), grid))
-    traffic = {"to_clients": messages_bytes(messages)}
-    replies = list(grid.send_and_receive(messages, timeout=REPLY_TIMEOUT))
-    traffic["from_clients"] = messages_bytes(replies)
+    traffic: dict = {}
+    replies = exchange(grid, messages, traffic)
     outcome = strategy.aggregate_train(server_round, replies)
     record_train(recorder, outcome, server_round)
     recorder.record(
@@ -274,9 +279,8 @@ def evaluate_round(cfg, grid: Grid, strategy, recorder: RunRecorder, server_roun
     """Evaluate every client with routing and record per-client metrics."""
     start = time.perf_counter()
     messages = list(strategy.configure_evaluate(server_round, None, ConfigRecord(), grid))
-    traffic = {"to_clients": messages_bytes(messages)}
-    replies = list(grid.send_and_receive(messages, timeout=REPLY_TIMEOUT))
-    traffic["from_clients"] = messages_bytes(replies)
+    traffic: dict = {}
+    replies = exchange(grid, messages, traffic)
     outcome: EvalOutcome = strategy.aggregate_evaluate(server_round, replies)
     recorder.record(
         Round(
