@@ -60,35 +60,33 @@ class HeldRecords(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
-    def replay(self, min_level: int = logging.NOTSET) -> None:
-        """Restore the handlers and replay the held records at ``min_level`` or above."""
-        if not self._saved:
-            return
+    def _restore(self) -> list[logging.LogRecord]:
+        """Put the loggers' own handlers back; return the held records and forget them."""
         for name, handlers in self._saved.items():
             logging.getLogger(name).handlers[:] = handlers
         self._saved = {}
-        for record in self.records:
+        records, self.records = self.records, []
+        return records
+
+    def replay(self, min_level: int = logging.NOTSET) -> None:
+        """Restore the handlers and replay the held records at ``min_level`` or above."""
+        for record in self._restore():
             if record.levelno < min_level:
                 continue
             owner = "fedrouter" if record.name.startswith("fedrouter") else ""
             for handler in logging.getLogger(owner).handlers:
                 if record.levelno >= handler.level:
                     handler.handle(record)
-        self.records.clear()
 
     def replay_to(self, path, *, resumed: bool = False) -> None:
         """Restore the handlers and append the held records to the file ``path``."""
-        formatter = next(
-            (h.formatter for h in self._saved.get("fedrouter", []) if h.formatter), None
-        )
-        for name, handlers in self._saved.items():
-            logging.getLogger(name).handlers[:] = handlers
-        self._saved = {}
+        own = self._saved.get("fedrouter", [])
+        formatter = next((h.formatter for h in own if h.formatter), None)
+        records = self._restore()
         with open(path, "a") as handle:
             if resumed:
                 handle.write(f"===== resumed {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
-            for record in self.records:
+            for record in records:
                 if record.name.startswith("fedrouter") or record.levelno >= logging.WARNING:
                     text = formatter.format(record) if formatter else record.getMessage()
                     handle.write(text + "\n")
-        self.records.clear()

@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     from fedrouter.supervise import supervise
 
     def supervised(cfg: Config) -> int:
+        setup_logging(cfg.debug)  # the preflight's lines, held for the run's log
         return supervise(cfg, log_file, prepare=prepare, simulate=simulate)
 
     raise SystemExit(run_cli(supervised, args))

@@ -118,6 +118,8 @@ def test_two_launchers_at_once_keep_separate_logs_and_paths(tmp_path, tiny_path)
         suffix = run_suffix(Path(run), "twin_clustered_seed5")
         assert Path(log) == log_for_suffix(out / "twin_seed5_log.txt", suffix)
         assert (Path(run) / "summary.json").is_file()
-        assert f"results in {run}\n" in Path(log).read_text()  # the log is this run's
+        text = Path(log).read_text()
+        assert f"results in {run}\n" in text  # the log is this run's
+        assert "examples in the pool" in text  # with the lines logged before it was claimed
         claimed.add((run, log))
     assert len(claimed) == 2
