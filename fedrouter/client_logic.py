@@ -22,9 +22,8 @@ import numpy as np
 
 from fedrouter import protocol as p
 from fedrouter.clustering import cluster_purity, kmeans, route
-from fedrouter.data.templates import extract_response, generation_prompt
 from fedrouter.embeddings import embed_texts
-from fedrouter.evaluation import ROUGE_KEYS, generate, rouge_per_sample
+from fedrouter.evaluation import ROUGE_KEYS, generate_routed, rouge_per_sample
 from fedrouter.models import (
     ADAPTER,
     LOAD_STATS,
@@ -145,28 +144,22 @@ def evaluate_routed(
     ``activate(g)`` swaps cluster g's adapter into the model in place; it is called once per
     routed cluster, never per sample.
     """
-    predictions = [""] * len(rows)
     seconds = {"adapter-swap": 0.0, "generation": 0.0, "rouge": 0.0}
     stats = {"new_tokens": 0}
-    for cluster in np.unique(routes):
-        idx = np.flatnonzero(routes == cluster)
-        start = time.perf_counter()
-        activate(int(cluster))
-        seconds["adapter-swap"] += time.perf_counter() - start
-        start = time.perf_counter()
-        prompts = [generation_prompt(rows[i]["instruction"], template, prompt_end) for i in idx]
-        outputs = generate(
-            model,
-            tokenizer,
-            prompts,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            max_length=max_length,
-            stats=stats,
-        )
-        seconds["generation"] += time.perf_counter() - start
-        for i, prompt, text in zip(idx, prompts, outputs, strict=True):
-            predictions[i] = extract_response(prompt, text, template)
+    predictions = generate_routed(
+        model,
+        tokenizer,
+        [row["instruction"] for row in rows],
+        routes,
+        activate,
+        template=template,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        max_length=max_length,
+        prompt_end=prompt_end,
+        seconds=seconds,
+        stats=stats,
+    )
     start = time.perf_counter()
     scores = rouge_per_sample(predictions, [row["response"] for row in rows])
     seconds["rouge"] = time.perf_counter() - start

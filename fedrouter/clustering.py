@@ -61,6 +61,29 @@ def route(
     return allowed[nearest(points, global_centroids[allowed])]
 
 
+def allowed_clusters(matched: np.ndarray, n_global: int, *, everywhere: bool) -> np.ndarray:
+    """Return the global clusters a client routes among: every one, or those its local
+    clusters were matched to (sorted, once each)."""
+    if everywhere:
+        return np.arange(n_global, dtype=np.int64)
+    return np.unique(np.asarray(matched, dtype=np.int64))
+
+
+def nearest_two(
+    points: np.ndarray, centroids: np.ndarray, allowed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return each point's Euclidean distance to its nearest and second nearest allowed centroid.
+
+    The second is NaN where only one centroid is allowed.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    chosen = np.asarray(centroids, dtype=np.float64)[np.unique(allowed)]
+    dist = np.sqrt(((points[:, None, :] - chosen[None, :, :]) ** 2).sum(-1))
+    dist.sort(axis=1)
+    second = dist[:, 1] if dist.shape[1] > 1 else np.full(len(points), np.nan)
+    return dist[:, 0], second
+
+
 def cluster_purity(labels: np.ndarray, truth: np.ndarray) -> float:
     """Return the share of points whose cluster's majority true label is their own."""
     labels = np.asarray(labels)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
 
+from fedrouter.data.templates import extract_response, generation_prompt
 from fedrouter.embeddings import length_order
 from fedrouter.models import model_device
 
@@ -63,6 +65,52 @@ def generate(
         tokenizer.padding_side = side
         model.train(was_training)
     return outputs
+
+
+def generate_routed(
+    model,
+    tokenizer,
+    instructions: Sequence[str],
+    routes: Sequence[int],
+    activate: Callable[[int], None],
+    *,
+    template: str,
+    batch_size: int,
+    max_new_tokens: int,
+    max_length: int,
+    prompt_end: str = "marker",
+    seconds: dict[str, float] | None = None,
+    stats: dict | None = None,
+) -> list[str]:
+    """Answer each instruction with its routed cluster's adapter; return the answers in order.
+
+    ``activate(g)`` swaps cluster g's adapter into the model in place; it is called once per
+    routed cluster, never per sample. The instructions of one cluster are generated together,
+    in their input order. ``seconds`` gains the time spent in "adapter-swap" and "generation".
+    """
+    seconds = {} if seconds is None else seconds
+    routes = np.asarray(routes)
+    answers = [""] * len(instructions)
+    for cluster in np.unique(routes):
+        idx = np.flatnonzero(routes == cluster)
+        start = time.perf_counter()
+        activate(int(cluster))
+        seconds["adapter-swap"] = seconds.get("adapter-swap", 0.0) + time.perf_counter() - start
+        start = time.perf_counter()
+        prompts = [generation_prompt(instructions[i], template, prompt_end) for i in idx]
+        outputs = generate(
+            model,
+            tokenizer,
+            prompts,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            max_length=max_length,
+            stats=stats,
+        )
+        seconds["generation"] = seconds.get("generation", 0.0) + time.perf_counter() - start
+        for i, prompt, text in zip(idx, prompts, outputs, strict=True):
+            answers[i] = extract_response(prompt, text, template)
+    return answers
 
 
 @lru_cache(maxsize=1)

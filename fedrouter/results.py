@@ -32,6 +32,37 @@ from fedrouter.events import Event, EventLog
 logger = logging.getLogger(__name__)
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTERS = (
+    "adapters"  # adapters/round_<r>/cluster_<g>/: one PEFT folder per saved round and cluster
+)
+
+
+def adapter_dir(run_dir: str | os.PathLike, server_round: int, cluster: int) -> Path:
+    """Return the folder of one cluster's adapter saved after one round."""
+    return Path(run_dir) / ADAPTERS / f"round_{server_round}" / f"cluster_{cluster}"
+
+
+def _numbered(folder: Path, prefix: str) -> list[int]:
+    """Return the sorted n of the subfolders ``<prefix>_<n>`` of ``folder``."""
+    if not folder.is_dir():
+        return []
+    names = (p.name[len(prefix) + 1 :] for p in folder.iterdir() if p.is_dir())
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def saved_rounds(run_dir: str | os.PathLike) -> list[int]:
+    """Return the rounds whose adapters the run saved, in order."""
+    return [r for r in _numbered(Path(run_dir) / ADAPTERS, "round") if saved_clusters(run_dir, r)]
+
+
+def saved_clusters(run_dir: str | os.PathLike, server_round: int) -> list[int]:
+    """Return the clusters with a complete adapter folder saved after ``server_round``."""
+    folder = Path(run_dir) / ADAPTERS / f"round_{server_round}"
+    return [
+        g
+        for g in _numbered(folder, "cluster")
+        if (adapter_dir(run_dir, server_round, g) / ADAPTER_WEIGHTS).is_file()
+    ]
 
 
 def check_writable(output_dir: str | os.PathLike) -> Path:
@@ -178,7 +209,7 @@ class RunRecorder:
 
     def save_adapter(self, server_round: int, cluster: int, arrays, lora_config) -> Path:
         """Save one cluster's adapter under adapters/round_<r>/cluster_<g>/."""
-        path = self.run_dir / "adapters" / f"round_{server_round}" / f"cluster_{cluster}"
+        path = adapter_dir(self.run_dir, server_round, cluster)
         save_adapter_dir(path, arrays, lora_config)
         return path
 
@@ -280,6 +311,36 @@ class Summary:
             by_round=dict(sorted(by_round.items())),
             model_loads_per_process=dict(loads) if isinstance(loads, Mapping) else {},
         )
+
+
+def _read_json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunFileError(f"{path} cannot be read ({exc})") from exc
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict:
+    """Return a run's config.json: ``config`` (the resolved config) and ``base_model_path``."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise RunFileError(f"'{run_dir}' is not a run directory: it has no config.json")
+    data = _read_json_file(path)
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise RunFileError(f"{path} holds no run config (no 'config' object)")
+    return data
+
+
+def read_clustering(run_dir: str | os.PathLike) -> dict:
+    """Return a run's clustering.json: global centroids, cluster tasks, each client's matching."""
+    path = Path(run_dir) / "clustering.json"
+    if not path.is_file():
+        raise RunFileError(f"run directory '{run_dir}' has no clustering.json")
+    data = _read_json_file(path)
+    keys = ("global_centroids", "cluster_tasks", "clients")
+    if not isinstance(data, dict) or any(k not in data for k in keys):
+        raise RunFileError(f"{path} lacks one of {', '.join(keys)}")
+    return data
 
 
 def read_summary(run_dir: str | os.PathLike) -> Summary | None:

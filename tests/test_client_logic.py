@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fedrouter.client_logic as client_logic
+import fedrouter.evaluation as evaluation
 from fedrouter.client_logic import cluster_locally, embed_instructions, evaluate_routed
 from fedrouter.clustering import cluster_purity
 from fedrouter.data import load_client_data
@@ -97,7 +98,7 @@ def test_evaluate_routed_prompts_and_answer_extraction(
         answers = {p: r["response"] for p in batch for r in rows if r["instruction"] in p}
         return [f"{lead}noise words\n\n### Response: {answers[p]}" for p in batch]
 
-    monkeypatch.setattr(client_logic, "generate", fake_generate)
+    monkeypatch.setattr(evaluation, "generate", fake_generate)
     result = evaluate_routed(
         None, None, rows, np.array([0, 1]), lambda g: None, cluster_tasks=["a", "b"],
         template="alpaca_short", batch_size=2, max_new_tokens=8, max_length=64,

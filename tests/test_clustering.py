@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from fedrouter.clustering import cluster_purity, global_assignment, kmeans, nearest, route
+from fedrouter.clustering import (
+    allowed_clusters,
+    cluster_purity,
+    global_assignment,
+    kmeans,
+    nearest,
+    nearest_two,
+    route,
+)
 
 
 def blobs(seed=0):
@@ -75,3 +83,19 @@ def test_n_init_reaches_scikit_learn():
         np.testing.assert_array_equal(ours.labels, theirs.labels_)
     one, ten = kmeans(points, 5, seed=0, n_init="auto"), kmeans(points, 5, seed=0, n_init=10)
     assert not np.array_equal(one.labels, ten.labels)  # so the check above tells them apart
+
+
+def test_allowed_clusters_are_all_or_the_matched_ones_once_each():
+    np.testing.assert_array_equal(allowed_clusters([3, 1, 3], 4, everywhere=True), [0, 1, 2, 3])
+    np.testing.assert_array_equal(allowed_clusters([3, 1, 3], 4, everywhere=False), [1, 3])
+
+
+def test_nearest_two_distances_by_hand():
+    centroids = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
+    points = np.array([[0.0, 0.0], [3.0, 0.0]])
+    first, second = nearest_two(points, centroids, np.array([0, 1]))
+    np.testing.assert_allclose(first, [0.0, 3.0])  # (3, 0) to (0, 0)
+    np.testing.assert_allclose(second, [5.0, 4.0])  # (3, 0) to (3, 4)
+    first, second = nearest_two(points, centroids, np.array([2]))
+    np.testing.assert_allclose(first, [1.0, np.sqrt(10.0)])
+    assert np.isnan(second).all()  # one allowed centroid: no second

@@ -32,7 +32,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedrouter import protocol as p
-from fedrouter.clustering import global_assignment, kmeans
+from fedrouter.clustering import allowed_clusters, global_assignment, kmeans
 from fedrouter.data.partition import routes_globally
 from fedrouter.methods import ClientHooks
 from fedrouter.profiling import phase
@@ -286,9 +286,11 @@ class ClusteredStrategy(Strategy):
     # ----- evaluation --------------------------------------------------------------------
     def eval_clusters(self, node: int) -> list[int]:
         """Return the global clusters a client may route to (local or global mode)."""
-        if routes_globally(self.cfg.evaluation_mode):
-            return list(range(self.num_global_clusters))
-        return sorted({int(g) for g in self.assignment[node]})
+        everywhere = routes_globally(self.cfg.evaluation_mode)
+        allowed = allowed_clusters(
+            self.assignment[node], self.num_global_clusters, everywhere=everywhere
+        )
+        return [int(g) for g in allowed]
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
