@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from fedrouter import __version__
 from fedrouter.atomic import atomic_folder, atomic_write_json, atomic_write_text, jsonable
 from fedrouter.checkpoint import Checkpoint, find_run_to_resume
 from fedrouter.errors import FedRouterError
 from fedrouter.events import Event, EventLog
+from fedrouter.version import __version__
 
 logger = logging.getLogger(__name__)
 

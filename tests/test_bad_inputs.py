@@ -5,13 +5,14 @@ directory created, and no child process started (bad input fails in ``prepare()`
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from fedrouter import simulation
+from fedrouter import predict, simulation
 from fedrouter.config import parse_args
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -184,3 +185,100 @@ def test_bad_input_gets_one_line_error(tmp_path, name, tiny_path, capsys, no_chi
     assert "Traceback" not in err
     # nothing written is touched (a finished run's log included); no run directory created
     assert {p.name: p.read_bytes() if p.is_file() else None for p in out.iterdir()} == before
+
+
+# ----- python -m fedrouter.predict ----------------------------------------------------------
+
+
+def copy_without(run_dir: Path, root: Path, dropped: str) -> list[str]:
+    """Copy the finished run without one of its entries; return the CLI arguments."""
+    copy = root / "run"
+    shutil.copytree(
+        run_dir, copy, ignore=lambda folder, names: [dropped] if folder == str(run_dir) else []
+    )
+    return [str(copy), "--client", "0"]
+
+
+def run_without_adapters(run_dir: Path, root: Path) -> list[str]:
+    return copy_without(run_dir, root, "adapters")
+
+
+def unfinished_run(run_dir: Path, root: Path) -> list[str]:
+    return copy_without(run_dir, root, "summary.json")
+
+
+def empty_input(run_dir: Path, root: Path) -> list[str]:
+    (root / "in.jsonl").write_text("\n")
+    return [str(run_dir), "--client", "0", "--input", str(root / "in.jsonl")]
+
+
+def line_without_instruction(run_dir: Path, root: Path) -> list[str]:
+    (root / "in.jsonl").write_text('{"instruction": "Ann: Hi"}\n{"prompt": "Bo: Yo"}\n')
+    return [str(run_dir), "--client", "0", "--input", str(root / "in.jsonl")]
+
+
+def model_of_another_size(run_dir: Path, root: Path) -> list[str]:
+    from transformers import LlamaConfig
+
+    LlamaConfig(hidden_size=64, num_hidden_layers=1).save_pretrained(root / "model")
+    return [str(run_dir), "--client", "0", "--model", str(root / "model")]
+
+
+def export_into_a_used_folder(run_dir: Path, root: Path) -> list[str]:
+    (root / "used").mkdir()
+    (root / "used" / "notes.txt").write_text("mine")
+    return [str(run_dir), "--export", str(root / "used")]
+
+
+# name in the README's predict table -> (the arguments: a list after the run directory, or a
+# function of (run directory, tmp_path) returning them all; a word the one-line error must hold)
+PREDICT_CASES = {
+    "run directory without adapters": (run_without_adapters, "has no adapters"),
+    "unfinished run without --round": (unfinished_run, "pass --round"),
+    "round that was not saved": (["--round", "7", "--client", "0"], "round 7 was not saved"),
+    "client id out of range": (["--client", "9"], "client 9 is out of range"),
+    "local routing without a client": ([], "pass --client N"),
+    "cluster id out of range": (["--cluster", "4"], "cluster 4 is out of range"),
+    "empty input": (empty_input, "is empty"),
+    "JSONL line without instruction": (line_without_instruction, "in.jsonl:2 has no 'instruction'"),
+    "model of another hidden size": (model_of_another_size, "hidden size 64"),
+    "export into a non-empty folder": (export_into_a_used_folder, "is not empty"),
+}  # fmt: skip
+
+
+def predict_readme_rows() -> list[str]:
+    """Return the first column of the README's predict bad-input table."""
+    text = README.read_text()
+    table = text.split("<!-- predict-bad-inputs -->")[1].split("<!-- /predict-bad-inputs -->")[0]
+    return [m.group(1).strip() for m in re.finditer(r"^\| ([^|]+?) \|", table, re.M)][1:]
+
+
+def test_readme_predict_table_and_test_cases_agree():
+    assert predict_readme_rows() == list(PREDICT_CASES)
+
+
+@pytest.fixture()
+def no_model_load(monkeypatch):
+    """Fail at once where the base model would load: bad input must stop before."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the base model was loaded before the bad input was found")
+
+    monkeypatch.setattr("fedrouter.models.get_model_and_tokenizer", refuse)
+    monkeypatch.setattr("fedrouter.models.load_model_and_tokenizer", refuse)
+
+
+@pytest.mark.parametrize("name", list(PREDICT_CASES))
+def test_predict_bad_input_gets_one_line_error_before_the_model_loads(
+    name, small_run, tmp_path, capsys, no_model_load
+):
+    extra, needle = PREDICT_CASES[name]
+    run_dir = small_run[1]
+    argv = extra(run_dir, tmp_path) if callable(extra) else [str(run_dir), *extra]
+    with pytest.raises(SystemExit) as info:
+        predict.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err[-2000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], err[-2000:]
+    assert "Traceback" not in err
