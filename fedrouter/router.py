@@ -176,11 +176,14 @@ def read_router_dir(path: str | Path) -> RouterFiles:
         raise RouterError(f"'{path}' is not a router folder: it has no {ROUTER_FILE}")
     try:
         settings = json.loads(manifest.read_text())
-        tables = dict(np.load(path / TABLES_FILE))
+        with np.load(path / TABLES_FILE) as npz:
+            tables = dict(npz)
     except (OSError, ValueError) as exc:
         raise RouterError(f"router folder '{path}' cannot be read ({exc})") from exc
-    if settings.get("format") != ROUTER_FORMAT:
-        raise RouterError(f"{manifest} has format {settings.get('format')!r}, not {ROUTER_FORMAT}")
+    if not isinstance(settings, dict) or settings.get("format") != ROUTER_FORMAT:
+        raise RouterError(f"{manifest} is not a router.json of format {ROUTER_FORMAT}")
+    if "global_centroids" not in tables:
+        raise RouterError(f"{path / TABLES_FILE} holds no global_centroids")
     centroids = tables["global_centroids"]
     n_clients = sum(1 for key in tables if key.startswith("matching/"))
     adapters = {g: path / "adapters" / f"cluster_{g}" for g in range(len(centroids))}
@@ -247,9 +250,9 @@ class Router:
         s = files.settings
         self.files = files
         self.settings = s
-        self.template = template or s["template"]
-        self.max_new_tokens = max_new_tokens or s["max_new_tokens"]
-        self.batch_size = batch_size or s["batch_size"]
+        self.template = s["template"] if template is None else template
+        self.max_new_tokens = s["max_new_tokens"] if max_new_tokens is None else max_new_tokens
+        self.batch_size = s["batch_size"] if batch_size is None else batch_size
         if self.template not in TEMPLATE_NAMES:
             valid = ", ".join(TEMPLATE_NAMES)
             raise RouterError(f"template '{self.template}' is unknown; valid: {valid}")
@@ -264,6 +267,8 @@ class Router:
             _range("client", client, n_clients, "the run")
         self.client = client
         self.allowed = self._allowed(client, cluster, n_clusters)
+        if client is not None and cluster is None and self.routing == "global":
+            logger.info("routing among all clusters: client %d's matching is not used", client)
         self.spec = ModelSpec(model or s["base_model"], **self._model_fields())
         hidden = model_hidden_size(self.spec.model_name_or_path)
         if hidden != files.global_centroids.shape[1]:

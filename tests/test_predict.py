@@ -179,3 +179,50 @@ def test_cli_keeps_jsonl_fields_and_scores_rows_with_a_response(run_dir, tmp_pat
     assert "rouge" not in second
     keys = ["cluster", "cluster_task", "distance", "second_distance", "answer"]
     assert all(k in first for k in keys)
+
+
+def test_input_readers_skip_blank_lines_and_name_the_bad_line(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"instruction": "a", "id": 1}\n\n{"instruction": "b"}\n')
+    assert predict.read_jsonl(good) == [{"instruction": "a", "id": 1}, {"instruction": "b"}]
+    assert predict.read_lines(io.StringIO("a\r\n \nb\n")) == [
+        {"instruction": "a"},
+        {"instruction": "b"},
+    ]
+    for n, text in enumerate(
+        [b"[1, 2]\n", b'{"instruction": "\xff"}\n', b'{"instruction": " "}\n']
+    ):
+        bad = tmp_path / f"bad{n}.jsonl"
+        bad.write_bytes(b'{"instruction": "fine"}\n' + text)
+        with pytest.raises(predict.InputError, match=f"bad{n}.jsonl:2 "):
+            predict.read_jsonl(bad)
+    with pytest.raises(predict.InputError, match="standard input is empty"):
+        predict.read_lines(io.StringIO("\n\n"))
+
+
+@pytest.mark.slow  # two fresh processes, each importing torch and loading the model
+def test_cli_in_its_own_process_exports_and_answers_from_the_folder(run_dir, tmp_path):
+    import subprocess
+    import sys
+
+    def cli(*args, stdin=""):
+        cmd = [sys.executable, "-m", "fedrouter.predict", *map(str, args)]
+        proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc
+
+    exported = tmp_path / "router"
+    cli(run_dir, "--export", exported)
+    proc = cli(exported, "--client", "1", stdin="Ann: Hi Bo\nwho founded it\n")
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["instruction"] for r in lines] == ["Ann: Hi Bo", "who founded it"]
+    assert "routed: cluster" in proc.stderr  # logs go to stderr, under fedrouter's logger
+    # a fresh process answers as this one does
+    router = Router.from_run(run_dir, client=1)
+    texts = ["Ann: Hi Bo", "who founded it"]
+    routes, answers = router.route(texts), router.generate(texts)
+    want = [
+        {"instruction": t, **r.to_json(), "answer": a}
+        for t, r, a in zip(texts, routes, answers, strict=True)
+    ]
+    assert lines == want

@@ -69,8 +69,12 @@ def imports_of(module: str) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fedrouter"):
-            found.add(node.module)
-            found.update(f"{node.module}.{a.name}" for a in node.names)
+            # `from a import b` imports the module a.b when there is one, else a's name b (the
+            # package's lazy names, such as fedrouter.Router, import nothing until used)
+            found.update(
+                f"{node.module}.{a.name}" if _exists(f"{node.module}.{a.name}") else node.module
+                for a in node.names
+            )
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("fedrouter"))
     return {m for m in found if _exists(m)}
