@@ -110,6 +110,10 @@ def open_router(args: argparse.Namespace) -> Router:
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Export, or answer the prompts; every check runs before the model loads."""
+    if args.export and (args.input or args.output):
+        raise InputError(
+            "--export writes a router folder and answers nothing: drop --input/--output"
+        )
     router = open_router(args)
     if args.export:
         router.export(args.export)
@@ -154,13 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Parse the command line and run; a FedRouterError exits 2 with one line."""
-    from fedrouter.logs import setup_logging
+    """Parse the command line and run; a FedRouterError exits 2 with one line.
 
+    Logging is set up only under ``__main__``: a handler made here would hold on to the
+    stderr of the caller's moment (a test's captured stream) after the call.
+    """
     args = build_parser().parse_args(argv)
-    setup_logging(args.debug)
     return report_errors(lambda: run(args), args.debug)
 
 
 if __name__ == "__main__":
+    from fedrouter.logs import setup_logging
+
+    setup_logging("--debug" in sys.argv[1:])
     main()
