@@ -38,12 +38,23 @@ CLUSTERING = {
 
 
 def write_run(
-    root, name, method, seed, scenario="single", final=None, events=(), clustering=None, wall=1.0
+    root,
+    name,
+    method,
+    seed,
+    scenario="single",
+    final=None,
+    events=(),
+    clustering=None,
+    wall=1.0,
+    overlap=None,
 ):
     """Write a run directory; ``final`` = (rouge1, rougeL, routing) makes it complete."""
     run = root / name
     run.mkdir(parents=True)
     config = {"fed_alg": method, "seed": seed, "num_rounds": 4, "sim_alias": "t"}
+    if overlap is not None:
+        config["synthetic_overlap"] = overlap
     if scenario is not None:
         config["scenario"] = scenario
     (run / "config.json").write_text(json.dumps({"fedrouter_version": "0.1.0", "config": config}))
@@ -397,6 +408,68 @@ def test_repeated_seed_keeps_newest(tmp_path):
     os.utime(old / "summary.json", (1, 1))  # the first folder is the older run
     (row,) = aggregate(collect_runs(tmp_path))
     assert (row.n_seeds, row.rouge1_mean) == (1, pytest.approx(0.4))
+
+
+def purity_events(*values):
+    """Return clustering events that report these local purities, one client each."""
+    return [
+        {"event": "clustering", "partition_id": i, "local_purity": v} for i, v in enumerate(values)
+    ]
+
+
+@pytest.fixture(scope="module")
+def difficulty_report(tmp_path_factory):
+    """A difficulty study: FedRouter at two knob values x 2 seeds, FedAvg at both x 1 seed."""
+    root = tmp_path_factory.mktemp("difficulty")
+    for knob, (r1, r2), (route1, route2), purity in (
+        (0, (0.6, 0.7), (0.9, 0.8), (0.9, 1.0)),
+        (1, (0.4, 0.5), (0.6, 0.5), (0.5, 0.6)),
+    ):
+        for seed, rouge, routing in ((111, r1, route1), (222, r2, route2)):
+            write_run(root, f"overlap_{knob}/i_clustered_seed{seed}", "clustered", seed,
+                      "interference", final=(rouge, rouge, routing), overlap=knob,
+                      events=purity_events(*purity))  # fmt: skip
+        write_run(root, f"overlap_{knob}/i_fedavg_seed111", "fedavg", 111, "interference",
+                  final=(0.3 - 0.1 * knob, 0.3, 0.25), overlap=knob)  # fmt: skip
+    out = root / "report"
+    return out, main([str(root), "--out", str(out)])
+
+
+def test_difficulty_table_has_one_row_per_method_and_knob(difficulty_report):
+    out, written = difficulty_report
+    text = (out / "results.md").read_text()
+    table = text.split("## Difficulty (synthetic_overlap)", 1)[1].split("\n## ", 1)[0]
+    cells = {}
+    for line in table.splitlines():
+        row = [c.strip() for c in line.strip("|").split("|")]
+        if len(row) == 6 and row[2] in ("0", "1"):
+            cells[(row[0], row[2])] = row[3:]
+    label = "FedRouter (clustered)"
+    assert cells[(label, "0")] == ["0.6500 ± 0.0707 (n=2)", "0.8500", "0.950"]
+    assert cells[(label, "1")] == ["0.4500 ± 0.0707 (n=2)", "0.5500", "0.550"]
+    assert cells[("fedavg", "0")] == ["0.3000 (n=1)", "—", "—"]  # fedavg routes nothing
+    assert cells[("fedavg", "1")] == ["0.2000 (n=1)", "—", "—"]
+    # the knob values are separate settings, never seeds of one another
+    assert "Repeated seeds" not in text
+    assert "| Method | interference | interference, overlap 1 |" in text  # ROUGE-1 columns
+    assert (out / "difficulty.png").read_bytes()[:8] == PNG_MAGIC
+    assert {"difficulty.png", "rouge1_by_round_interference.png",
+            "rouge1_by_round_interference_overlap1.png"} <= set(written)  # fmt: skip
+
+
+def test_csv_names_the_knob(difficulty_report):
+    out, _ = difficulty_report
+    with open(out / "results.csv", newline="") as handle:
+        rows = {(r["method"], r["synthetic_overlap"]): r for r in csv.DictReader(handle)}
+    assert float(rows[("clustered", "1")]["rouge1_mean"]) == pytest.approx(0.45)
+    assert float(rows[("fedavg", "1")]["rel_to_fedavg_pct"]) == pytest.approx(0.0)
+    assert float(rows[("clustered", "0")]["rel_to_fedavg_pct"]) == pytest.approx(116.6667)
+
+
+def test_one_knob_value_draws_no_difficulty_figure(report):
+    out, written = report
+    assert "difficulty.png" not in written
+    assert "## Difficulty" not in (out / "results.md").read_text()
 
 
 def test_run_scenarios_skips_finished_runs(tmp_path):
