@@ -584,3 +584,64 @@ def test_launcher_with_no_seeds_is_an_error(tmp_path):
     assert proc.returncode == 2 and proc.stdout == f"Using preset {preset}\n"
     assert proc.stderr.startswith("error: seeds is empty")
     assert not (tmp_path / "out").exists()  # stopped before anything
+
+
+def stub_study(tmp_path):
+    """Copy difficulty_study.sh beside a stand-in run_scenarios.sh and a stand-in python that
+    records its calls (the knob checks run the real fedrouter.config)."""
+    import shutil
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for folder in ("scripts", "training_scripts", "configs"):
+        (tmp_path / folder).mkdir()
+    shutil.copy(os.path.join(repo, "scripts", "difficulty_study.sh"), tmp_path / "scripts")
+    (tmp_path / "configs" / "quickstart_all.sh").write_text("")
+    calls = tmp_path / "calls.txt"
+    (tmp_path / "training_scripts" / "run_scenarios.sh").write_text(
+        f'echo "scenarios $output_root|$methods|$scenarios|$seeds|$1" >> {calls}\n'
+    )
+    python = tmp_path / "python"
+    python.write_text(
+        f'#!/bin/sh\necho "python $*" >> {calls}\n'
+        f'[ "$2" = fedrouter.config ] && exec {sys.executable} "$@"\nexit 0\n'
+    )
+    python.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(python), "PYTHONPATH": repo}
+    return tmp_path / "scripts" / "difficulty_study.sh", calls, env
+
+
+def test_difficulty_study_runs_each_knob_into_its_folder_then_reports(tmp_path):
+    from fedrouter.config import parse_args
+    from fedrouter.launcher import config_flags, launcher_variables
+
+    script, calls, env = stub_study(tmp_path)
+    env.update(overlaps="0 0.5", output_root="out")
+    subprocess.run(["sh", str(script)], env=env, check=True, capture_output=True, timeout=120)
+    lines = calls.read_text().splitlines()
+    runs = [line for line in lines if line.startswith("scenarios ")]
+    assert runs == [
+        f"scenarios out/overlap_{v}|clustered router_oracle fedavg|interference|111 222|"
+        f"out/overlap_{v}/base_preset.sh"
+        for v in ("0", "0.5")
+    ]
+    assert lines[-1] == "python -m fedrouter.report out"
+    # the written preset, read as the launcher reads it against this project's presets
+    preset = tmp_path / "out" / "overlap_0.5" / "base_preset.sh"
+    variables = launcher_variables(preset)
+    assert (variables["num_rounds"], variables["eval_round"], variables["max_steps"]) == (
+        "8",
+        "8",
+        "25",
+    )
+    assert (variables["local_schedule"], variables["synthetic_overlap"]) == ("all", "0.5")
+    cfg = parse_args(config_flags(variables))
+    assert (cfg.dataset_name, cfg.synthetic_overlap) == ("multitask_synthetic", 0.5)
+
+
+def test_difficulty_study_stops_on_a_bad_knob_before_running(tmp_path):
+    script, calls, env = stub_study(tmp_path)
+    env.update(overlaps="0 1.5", output_root="out")
+    proc = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "synthetic_overlap=1.5" in proc.stderr and "[0, 1]" in proc.stderr
+    assert not any(line.startswith("scenarios") for line in calls.read_text().splitlines())
