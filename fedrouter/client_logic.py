@@ -295,7 +295,7 @@ def train_local_adapter(model, tokenizer, rows, start, *, settings, lr: float, s
 def cached_test_embeddings(cfg, pid: int, rows, model, tokenizer) -> np.ndarray:
     """Embed the test instructions once per process; the base model never changes."""
     key = (pid, cfg.model_name_or_path, cfg.dataset_name, cfg.split_strategy, cfg.evaluation_mode)
-    key += (cfg.num_clients, cfg.seed, len(rows))
+    key += (cfg.num_clients, cfg.seed, len(rows), cfg.instruction_format, cfg.synthetic_overlap)
     if key not in _TEST_EMBEDDINGS:
         _TEST_EMBEDDINGS[key] = embed_instructions(
             model, tokenizer, rows, batch_size=cfg.eval_batch_size, max_length=cfg.seq_length

@@ -24,6 +24,7 @@ from fedrouter.data import (
     EVALUATION_MODES,
     INSTRUCTION_FORMATS,
     SPLIT_STRATEGIES,
+    SYNTHETIC_BENCHMARK,
     TEMPLATE_NAMES,
 )
 from fedrouter.data.templates import GENERATION_PROMPTS
@@ -125,6 +126,13 @@ class Config:
         "raw",
         "How instructions read: raw = the task's input alone, as in the reference; phrased = "
         f"a task sentence first. One of {', '.join(INSTRUCTION_FORMATS)}.",
+    )
+    synthetic_overlap: float = _opt(
+        0.0,
+        "Difficulty of multitask_synthetic, in [0, 1]: how much shared material (a note of "
+        "shared entities, a common frame, a common list form) its tasks' inputs carry, so that "
+        "their embeddings are harder to tell apart. 0 is the benchmark as it always was; every "
+        "input still determines its response.",
     )
     local_data_dir: str | None = _opt(
         None, "Directory holding local copies of the datasets (for offline or mirrored runs)."
@@ -264,6 +272,8 @@ class Config:
             _fail("train_split", self.train_split, "must be in (0, 1)")
         if not 0.0 <= self.lora_dropout < 1.0:
             _fail("lora_dropout", self.lora_dropout, "must be in [0, 1)")
+        if not 0.0 <= self.synthetic_overlap <= 1.0:
+            _fail("synthetic_overlap", self.synthetic_overlap, "must be in [0, 1]")
         if not 0.0 <= self.feddpa_alpha <= 1.0:
             _fail("feddpa_alpha", self.feddpa_alpha, "must be in [0, 1]")
         if not self.learning_rate > 0.0:
@@ -327,6 +337,11 @@ class Config:
                 f"global_n_clusters={self.global_n_clusters} is larger than the number of local "
                 f"centroids: there are only {n_centroids} "
                 f"(num_clients={self.num_clients} x n_clusters={self.n_clusters})"
+            )
+        if self.synthetic_overlap and self.dataset_name != SYNTHETIC_BENCHMARK:
+            raise ConfigError(
+                f"synthetic_overlap={self.synthetic_overlap} applies to dataset_name="
+                f"{SYNTHETIC_BENCHMARK} only, not {self.dataset_name}; leave it at 0"
             )
         if self.load_in_4bit and self.load_in_8bit:
             raise ConfigError("load_in_4bit and load_in_8bit are both True; choose one")

@@ -41,6 +41,9 @@ DEFAULT_SCENARIO = "custom"  # runs written before config had a scenario field
 # relative gains are taken against these
 BASELINES = {m.name: m.gain_label for m in methods.METHODS if m.gain_label}
 ROUTING = "routing-accuracy"  # the key summary.json uses
+# The methods that route each test sample among global adapters; the others report a routing
+# accuracy too, but with one adapter per client (or one for all) it measures nothing.
+ROUTED_METHODS = ("clustered", "router_oracle")
 CSV_COLUMNS = (
     "method",
     "scenario",
@@ -52,6 +55,7 @@ CSV_COLUMNS = (
     "routing_accuracy_mean",
     "rel_to_fedavg_pct",
     "rel_to_local_pct",
+    "synthetic_overlap",
 )
 MISSING = "—"
 # Files only a run directory holds: a folder with one of them and an unreadable config.json
@@ -78,6 +82,7 @@ class RunRecord:
     wall_seconds: float | None = None
     rounds_trained: dict[int, int] = field(default_factory=dict)  # global cluster -> rounds
     local_purity: float | None = None  # clients' mean local k-means purity (true tasks)
+    overlap: float = 0.0  # the benchmark's synthetic_overlap (0 in runs from before the knob)
 
 
 @dataclass
@@ -95,6 +100,8 @@ class Row:
     rel_to_fedavg_pct: float | None = None
     rel_to_local_pct: float | None = None
     seeds: tuple = ()
+    overlap: float = 0.0
+    local_purity_mean: float | None = None
 
 
 # ----- reading ---------------------------------------------------------------------------
@@ -200,6 +207,9 @@ def load_run(run_dir: Path, config: dict) -> RunRecord:
         status=COMPLETE,
         num_rounds=num_rounds if isinstance(num_rounds, int) else None,
     )
+    overlap = config.get("synthetic_overlap", 0.0)
+    if isinstance(overlap, (int, float)) and not isinstance(overlap, bool):
+        record.overlap = float(overlap)
     clustering_path = run_dir / "clustering.json"
     if clustering_path.is_file():
         clustering = _read_json(clustering_path)
@@ -273,6 +283,16 @@ def scenario_key(scenario: str) -> tuple:
     return (order, scenario)
 
 
+def setting_key(scenario: str, overlap: float) -> tuple:
+    """Sort key of a setting: its scenario, then its synthetic_overlap."""
+    return (*scenario_key(scenario), overlap)
+
+
+def setting_label(scenario: str, overlap: float) -> str:
+    """Name a setting in tables: the scenario, with the knob when it is not 0."""
+    return scenario if not overlap else f"{scenario}, overlap {overlap:g}"
+
+
 def method_label(method: str) -> str:
     """Return the name a method has in tables and legends."""
     return METHOD_LABELS.get(method, method)
@@ -294,7 +314,7 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 
 def split_duplicates(runs: Iterable[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
-    """Split complete runs into one per (method, scenario, seed) and the older repeats.
+    """Split complete runs into one per (method, scenario, overlap, seed) and older repeats.
 
     A rerun gets a new folder (``name_2``); averaging both would count one seed twice, so
     the run whose summary.json is newest is kept.
@@ -302,7 +322,7 @@ def split_duplicates(runs: Iterable[RunRecord]) -> tuple[list[RunRecord], list[R
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for run in runs:
         if run.status == COMPLETE:
-            groups[(run.method, run.scenario, run.seed)].append(run)
+            groups[(run.method, run.scenario, run.overlap, run.seed)].append(run)
     kept, repeats = [], []
     for group in groups.values():
         group.sort(key=lambda r: ((r.path / "summary.json").stat().st_mtime, str(r.path)))
@@ -316,12 +336,12 @@ def _values(runs: Iterable[RunRecord], key: str) -> list[float]:
 
 
 def aggregate(runs: Iterable[RunRecord]) -> list[Row]:
-    """Average the complete runs over seeds per (method, scenario); add relative gains."""
-    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    """Average the complete runs over seeds per (method, scenario, overlap); add gains."""
+    groups: dict[tuple[str, str, float], list[RunRecord]] = defaultdict(list)
     for run in split_duplicates(runs)[0]:
-        groups[(run.method, run.scenario)].append(run)
+        groups[(run.method, run.scenario, run.overlap)].append(run)
     rows = []
-    for (method, scenario), group in groups.items():
+    for (method, scenario, overlap), group in groups.items():
         if len({r.num_rounds for r in group}) > 1:
             logger.warning("%s/%s mixes runs of different num_rounds", method, scenario)
         rouge1 = mean_std(_values(group, "rouge1"))
@@ -337,15 +357,18 @@ def aggregate(runs: Iterable[RunRecord]) -> list[Row]:
                 rougeL_std=rouge_l[1],
                 routing_accuracy_mean=mean_std(_values(group, ROUTING))[0],
                 seeds=tuple(sorted((r.seed for r in group), key=lambda s: (s is None, s or 0))),
+                overlap=overlap,
+                local_purity_mean=mean_std(
+                    [r.local_purity for r in group if r.local_purity is not None]
+                )[0],
             )
         )
-    baseline = {(r.method, r.scenario): r.rouge1_mean for r in rows}
+    baseline = {(r.method, r.scenario, r.overlap): r.rouge1_mean for r in rows}
     for row in rows:
-        row.rel_to_fedavg_pct = relative_gain(
-            row.rouge1_mean, baseline.get(("fedavg", row.scenario))
-        )
-        row.rel_to_local_pct = relative_gain(row.rouge1_mean, baseline.get(("local", row.scenario)))
-    return sorted(rows, key=lambda r: (method_key(r.method), scenario_key(r.scenario)))
+        setting = (row.scenario, row.overlap)
+        row.rel_to_fedavg_pct = relative_gain(row.rouge1_mean, baseline.get(("fedavg", *setting)))
+        row.rel_to_local_pct = relative_gain(row.rouge1_mean, baseline.get(("local", *setting)))
+    return sorted(rows, key=lambda r: (method_key(r.method), setting_key(r.scenario, r.overlap)))
 
 
 # ----- formatting ------------------------------------------------------------------------
@@ -373,31 +396,37 @@ def _md_table(header: Sequence[str], body: Iterable[Sequence[Any]]) -> list[str]
     return lines + [""]
 
 
+def _settings(rows: Iterable[Row]) -> list[tuple[str, float]]:
+    """Return the rows' (scenario, overlap) settings in table order."""
+    return sorted({(r.scenario, r.overlap) for r in rows}, key=lambda s: setting_key(*s))
+
+
 def _grid(rows: list[Row], cell) -> tuple[list[str], list[list[str]]]:
-    """Lay rows out as method × scenario, ``cell(row)`` giving each cell's text."""
-    scenarios = sorted({r.scenario for r in rows}, key=scenario_key)
+    """Lay rows out as method × setting, ``cell(row)`` giving each cell's text."""
+    settings = _settings(rows)
     methods = sorted({r.method for r in rows}, key=method_key)
-    index = {(r.method, r.scenario): r for r in rows}
+    index = {(r.method, r.scenario, r.overlap): r for r in rows}
     body = []
     for method in methods:
-        cells = [cell(index[(method, s)]) if (method, s) in index else MISSING for s in scenarios]
+        cells = [cell(index[(method, *s)]) if (method, *s) in index else MISSING for s in settings]
         body.append([method_label(method), *cells])
-    return ["Method", *scenarios], body
+    return ["Method", *(setting_label(*s) for s in settings)], body
 
 
 def _gain_table(rows: list[Row]) -> list[str]:
-    scenarios = sorted({r.scenario for r in rows}, key=scenario_key)
+    settings = _settings(rows)
+    scenarios = [setting_label(*s) for s in settings]
     header = ["Method"] + [f"{s} vs {name}" for s in scenarios for name in BASELINES.values()]
 
     def cells(row: Row) -> list[str]:
         return [format_gain(row.rel_to_fedavg_pct), format_gain(row.rel_to_local_pct)]
 
-    index = {(r.method, r.scenario): r for r in rows}
+    index = {(r.method, r.scenario, r.overlap): r for r in rows}
     body = []
     for method in sorted({r.method for r in rows}, key=method_key):
         line = [method_label(method)]
-        for s in scenarios:
-            line += cells(index[(method, s)]) if (method, s) in index else [MISSING, MISSING]
+        for s in settings:
+            line += cells(index[(method, *s)]) if (method, *s) in index else [MISSING, MISSING]
         body.append(line)
     return _md_table(header, body)
 
@@ -409,7 +438,7 @@ def _run_identity(run: RunRecord, root: Path) -> list[str]:
     except ValueError:
         path = run.path
     seed = MISSING if run.seed is None else str(run.seed)
-    return [f"`{path}`", method_label(run.method), run.scenario, seed]
+    return [f"`{path}`", method_label(run.method), setting_label(run.scenario, run.overlap), seed]
 
 
 def _run_rows(runs: Iterable[RunRecord], root: Path) -> list[list[str]]:
@@ -453,7 +482,12 @@ def _detail_rows(runs: Iterable[RunRecord], root: Path) -> list[list[str]]:
     body = []
     ordered = sorted(
         runs,
-        key=lambda r: (scenario_key(r.scenario), method_key(r.method), r.seed or 0, str(r.path)),
+        key=lambda r: (
+            setting_key(r.scenario, r.overlap),
+            method_key(r.method),
+            r.seed or 0,
+            str(r.path),
+        ),
     )
     for run in ordered:
         routing = run.final.get(ROUTING)
@@ -469,6 +503,43 @@ def _detail_rows(runs: Iterable[RunRecord], root: Path) -> list[list[str]]:
             ]
         )
     return body
+
+
+def spans_difficulty(rows: Iterable[Row]) -> bool:
+    """Return whether the complete runs span more than one synthetic_overlap value."""
+    return len({r.overlap for r in rows}) > 1
+
+
+def _difficulty_table(rows: list[Row]) -> list[str]:
+    """Return the method × synthetic_overlap table, or nothing for a single knob value."""
+    if not spans_difficulty(rows):
+        return []
+    ordered = sorted(
+        rows, key=lambda r: (scenario_key(r.scenario), method_key(r.method), r.overlap)
+    )
+    body = [
+        [
+            method_label(r.method),
+            r.scenario,
+            f"{r.overlap:g}",
+            format_mean_std(r.rouge1_mean, r.rouge1_std, r.n_seeds),
+            MISSING
+            if r.routing_accuracy_mean is None or r.method not in ROUTED_METHODS
+            else f"{r.routing_accuracy_mean:.4f}",
+            MISSING if r.local_purity_mean is None else f"{r.local_purity_mean:.3f}",
+        ]
+        for r in ordered
+    ]
+    header = ["Method", "Scenario", "synthetic_overlap", "ROUGE-1", "Routing", "Local purity"]
+    return [
+        "## Difficulty (synthetic_overlap)",
+        "",
+        "Final ROUGE-1 (`mean ± std (n=seeds)`), routing accuracy and the clients' local "
+        "cluster purity, means over seeds, per value of the benchmark's difficulty knob; "
+        "routing only for the methods that route (see `difficulty.png`).",
+        "",
+        *_md_table(header, body),
+    ]
 
 
 def render_markdown(runs: list[RunRecord], rows: list[Row], root: Path) -> str:
@@ -520,6 +591,7 @@ def render_markdown(runs: list[RunRecord], rows: list[Row], root: Path) -> str:
             )
         else:
             lines += ["No complete run reports routing accuracy.", ""]
+        lines += _difficulty_table(rows)
         lines += [
             "## Per-run details",
             "",
@@ -585,6 +657,7 @@ def render_csv(rows: Iterable[Row]) -> str:
                 _csv_number(r.routing_accuracy_mean, 6),
                 _csv_number(r.rel_to_fedavg_pct, 4),
                 _csv_number(r.rel_to_local_pct, 4),
+                f"{r.overlap:g}",
             ]
         )
     return buffer.getvalue()
@@ -705,26 +778,92 @@ def plot_cluster_map(run: RunRecord, path: Path) -> None:
         plt.close(fig)
 
 
-def write_plots(runs: list[RunRecord], out_dir: Path) -> dict[str, Path]:
-    """Write the ROUGE-1-by-round plots and one cluster map per (method, scenario)."""
-    written: dict[str, Path] = {}
-    by_scenario: dict[str, list[RunRecord]] = defaultdict(list)
+def _by_knob(runs: Iterable[RunRecord], key: str) -> dict[float, list[float]]:
+    """Return {synthetic_overlap: the runs' final ``key`` values}."""
+    values: dict[float, list[float]] = defaultdict(list)
     for run in runs:
-        by_scenario[run.scenario].append(run)
-    for scenario in sorted(by_scenario, key=scenario_key):
-        group = [r for r in by_scenario[scenario] if r.by_round]
+        if key in run.final:
+            values[run.overlap].append(run.final[key])
+    return dict(sorted(values.items()))
+
+
+def plot_difficulty(runs: list[RunRecord], path: Path) -> None:
+    """Plot final routing accuracy and ROUGE-1 against synthetic_overlap, a line per method.
+
+    Each line joins the seed means; the dots are the seeds. The routing panel shows only the
+    methods that route (ROUTED_METHODS).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        groups[(run.method, run.scenario)].append(run)
+    several = len({scenario for _, scenario in groups}) > 1
+    fig, (routing_ax, rouge_ax) = plt.subplots(1, 2, figsize=(10.5, 4.2))
+    panels = ((routing_ax, ROUTING, "routing accuracy"), (rouge_ax, "rouge1", "ROUGE-1"))
+    for index, (method, scenario) in enumerate(
+        sorted(groups, key=lambda g: (method_key(g[0]), scenario_key(g[1])))
+    ):
+        label = method_label(method) + (f" · {scenario}" if several else "")
+        color = f"C{index % 10}"
+        for ax, key, _ in panels:
+            if key == ROUTING and method not in ROUTED_METHODS:
+                continue
+            values = _by_knob(groups[(method, scenario)], key)
+            if not values:
+                continue
+            knobs = list(values)
+            ax.plot(knobs, [statistics.fmean(v) for v in values.values()], "-o", color=color,
+                    label=label)  # fmt: skip
+            seeds = [(k, v) for k, vs in values.items() for v in vs]
+            ax.scatter(*zip(*seeds, strict=True), color=color, alpha=0.35, s=14)
+    for ax, _, name in panels:
+        ax.set_xlabel("synthetic_overlap")
+        ax.set_ylabel(f"final {name}")
+        ax.set_title(f"{name} by difficulty (line: mean, dots: seeds)", fontsize="medium")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    try:
+        _save_figure(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _setting_name(scenario: str, overlap: float) -> str:
+    """Name a setting in file names: the scenario, with the knob when it is not 0."""
+    return _safe_name(scenario) + (f"_overlap{overlap:g}" if overlap else "")
+
+
+def write_plots(runs: list[RunRecord], out_dir: Path) -> dict[str, Path]:
+    """Write the ROUGE-1-by-round plots, one cluster map per (method, setting), and the
+    difficulty figure when the runs span several synthetic_overlap values."""
+    written: dict[str, Path] = {}
+    by_setting: dict[tuple[str, float], list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        by_setting[(run.scenario, run.overlap)].append(run)
+    for setting in sorted(by_setting, key=lambda s: setting_key(*s)):
+        group = [r for r in by_setting[setting] if r.by_round]
         if group:
-            path = out_dir / f"rouge1_by_round_{_safe_name(scenario)}.png"
-            plot_rouge1_by_round(group, scenario, path)
+            path = out_dir / f"rouge1_by_round_{_setting_name(*setting)}.png"
+            plot_rouge1_by_round(group, setting_label(*setting), path)
             written[path.name] = path
-    first: dict[tuple[str, str], RunRecord] = {}
+    first: dict[tuple[str, str, float], RunRecord] = {}
     for run in sorted(runs, key=lambda r: (r.seed is None, r.seed or 0, str(r.path))):
         if run.clustering and run.clustering.get("clients"):
-            first.setdefault((run.method, run.scenario), run)
-    for (method, scenario), run in sorted(first.items()):
-        name = f"cluster_map_{_safe_name(method)}_{_safe_name(scenario)}_seed{run.seed}.png"
+            first.setdefault((run.method, run.scenario, run.overlap), run)
+    for (method, scenario, overlap), run in sorted(first.items()):
+        setting = _setting_name(scenario, overlap)
+        name = f"cluster_map_{_safe_name(method)}_{setting}_seed{run.seed}.png"
         plot_cluster_map(run, out_dir / name)
         written[name] = out_dir / name
+    if len({run.overlap for run in runs if run.final}) > 1:
+        path = out_dir / "difficulty.png"
+        plot_difficulty([run for run in runs if run.final], path)
+        written[path.name] = path
     return written
 
 

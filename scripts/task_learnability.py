@@ -1,6 +1,6 @@
 """Train one 4-bit LoRA adapter per synthetic task on the tiny model and report ROUGE-1.
 
-    python scripts/task_learnability.py [--steps 300] [--lora_r 16] [--out results.json]
+    python scripts/task_learnability.py [--steps 300] [--lora_r 16] [--overlap 0] [--out F]
 
 Prints, per task: ROUGE-1 before training, after training, and the majority-answer baseline
 (every test sample answered with the most common training response).
@@ -30,7 +30,9 @@ from fedrouter.training import TrainSettings, train_adapter
 logger = logging.getLogger("learnability")
 
 
-def measure(steps: int, lora_r: int, n_test: int, template: str, seed: int) -> dict:
+def measure(
+    steps: int, lora_r: int, n_test: int, template: str, seed: int, overlap: float = 0.0
+) -> dict:
     """Return per-task ROUGE-1 before/after training and the majority baseline."""
     spec = ModelSpec(
         "tiny",
@@ -42,7 +44,7 @@ def measure(steps: int, lora_r: int, n_test: int, template: str, seed: int) -> d
     )
     model, tokenizer = load_model_and_tokenizer(spec)
     init = adapter_to_arrays(model)
-    rows = generate_synthetic()
+    rows = generate_synthetic(overlap=overlap)
     settings = TrainSettings(max_steps=steps, batch_size=16, seq_length=256, template=template)
     report = {}
     for task in sorted({r["task"] for r in rows}):
@@ -86,10 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n_test", type=int, default=64)
     parser.add_argument("--template", default="alpaca")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overlap", type=float, default=0.0, help="the benchmark's knob")
     parser.add_argument("--out", default=None, help="write the report as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    report = measure(args.steps, args.lora_r, args.n_test, args.template, args.seed)
+    report = measure(args.steps, args.lora_r, args.n_test, args.template, args.seed, args.overlap)
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(report, handle, indent=2)

@@ -107,6 +107,9 @@ CASES = {
     "unknown split strategy": (["--split_strategy", "by_magic"], "split_strategy"),
     "unknown dataset": (["--dataset_name", "imagenet"], "dataset_name"),
     "unknown evaluation mode": (["--evaluation_mode", "sideways"], "evaluation_mode"),
+    "synthetic_overlap outside [0, 1]": (["--synthetic_overlap", "1.5"], "synthetic_overlap"),
+    "synthetic_overlap on another benchmark": (
+        ["--dataset_name", "multitask", "--synthetic_overlap", "0.5"], "synthetic_overlap"),
     "4-bit and 8-bit together": (["--load_in_8bit", "True"], "load_in_8bit"),
     "missing model path": (["--model_name_or_path", "/nonexistent/model"], "model_name_or_path"),
     "LoRA target that is no module of the model": (

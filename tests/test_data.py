@@ -688,7 +688,7 @@ def test_load_client_data_is_cached_and_matches_partition(pools):
 
 
 def test_client_data_for_reads_the_run_config_with_its_instruction_format():
-    cfg = SimpleNamespace(**_RUN, instruction_format="phrased")
+    cfg = SimpleNamespace(**_RUN, instruction_format="phrased", synthetic_overlap=0.0)
     clients = client_data_for(cfg)
     assert clients == load_client_data(**_RUN, instruction_format="phrased")
     assert clients != load_client_data(**_RUN)

@@ -38,12 +38,23 @@ CLUSTERING = {
 
 
 def write_run(
-    root, name, method, seed, scenario="single", final=None, events=(), clustering=None, wall=1.0
+    root,
+    name,
+    method,
+    seed,
+    scenario="single",
+    final=None,
+    events=(),
+    clustering=None,
+    wall=1.0,
+    overlap=None,
 ):
     """Write a run directory; ``final`` = (rouge1, rougeL, routing) makes it complete."""
     run = root / name
     run.mkdir(parents=True)
     config = {"fed_alg": method, "seed": seed, "num_rounds": 4, "sim_alias": "t"}
+    if overlap is not None:
+        config["synthetic_overlap"] = overlap
     if scenario is not None:
         config["scenario"] = scenario
     (run / "config.json").write_text(json.dumps({"fedrouter_version": "0.1.0", "config": config}))
@@ -399,6 +410,68 @@ def test_repeated_seed_keeps_newest(tmp_path):
     assert (row.n_seeds, row.rouge1_mean) == (1, pytest.approx(0.4))
 
 
+def purity_events(*values):
+    """Return clustering events that report these local purities, one client each."""
+    return [
+        {"event": "clustering", "partition_id": i, "local_purity": v} for i, v in enumerate(values)
+    ]
+
+
+@pytest.fixture(scope="module")
+def difficulty_report(tmp_path_factory):
+    """A difficulty study: FedRouter at two knob values x 2 seeds, FedAvg at both x 1 seed."""
+    root = tmp_path_factory.mktemp("difficulty")
+    for knob, (r1, r2), (route1, route2), purity in (
+        (0, (0.6, 0.7), (0.9, 0.8), (0.9, 1.0)),
+        (1, (0.4, 0.5), (0.6, 0.5), (0.5, 0.6)),
+    ):
+        for seed, rouge, routing in ((111, r1, route1), (222, r2, route2)):
+            write_run(root, f"overlap_{knob}/i_clustered_seed{seed}", "clustered", seed,
+                      "interference", final=(rouge, rouge, routing), overlap=knob,
+                      events=purity_events(*purity))  # fmt: skip
+        write_run(root, f"overlap_{knob}/i_fedavg_seed111", "fedavg", 111, "interference",
+                  final=(0.3 - 0.1 * knob, 0.3, 0.25), overlap=knob)  # fmt: skip
+    out = root / "report"
+    return out, main([str(root), "--out", str(out)])
+
+
+def test_difficulty_table_has_one_row_per_method_and_knob(difficulty_report):
+    out, written = difficulty_report
+    text = (out / "results.md").read_text()
+    table = text.split("## Difficulty (synthetic_overlap)", 1)[1].split("\n## ", 1)[0]
+    cells = {}
+    for line in table.splitlines():
+        row = [c.strip() for c in line.strip("|").split("|")]
+        if len(row) == 6 and row[2] in ("0", "1"):
+            cells[(row[0], row[2])] = row[3:]
+    label = "FedRouter (clustered)"
+    assert cells[(label, "0")] == ["0.6500 ± 0.0707 (n=2)", "0.8500", "0.950"]
+    assert cells[(label, "1")] == ["0.4500 ± 0.0707 (n=2)", "0.5500", "0.550"]
+    assert cells[("fedavg", "0")] == ["0.3000 (n=1)", "—", "—"]  # fedavg routes nothing
+    assert cells[("fedavg", "1")] == ["0.2000 (n=1)", "—", "—"]
+    # the knob values are separate settings, never seeds of one another
+    assert "Repeated seeds" not in text
+    assert "| Method | interference | interference, overlap 1 |" in text  # ROUGE-1 columns
+    assert (out / "difficulty.png").read_bytes()[:8] == PNG_MAGIC
+    assert {"difficulty.png", "rouge1_by_round_interference.png",
+            "rouge1_by_round_interference_overlap1.png"} <= set(written)  # fmt: skip
+
+
+def test_csv_names_the_knob(difficulty_report):
+    out, _ = difficulty_report
+    with open(out / "results.csv", newline="") as handle:
+        rows = {(r["method"], r["synthetic_overlap"]): r for r in csv.DictReader(handle)}
+    assert float(rows[("clustered", "1")]["rouge1_mean"]) == pytest.approx(0.45)
+    assert float(rows[("fedavg", "1")]["rel_to_fedavg_pct"]) == pytest.approx(0.0)
+    assert float(rows[("clustered", "0")]["rel_to_fedavg_pct"]) == pytest.approx(116.6667)
+
+
+def test_one_knob_value_draws_no_difficulty_figure(report):
+    out, written = report
+    assert "difficulty.png" not in written
+    assert "## Difficulty" not in (out / "results.md").read_text()
+
+
 def test_run_scenarios_skips_finished_runs(tmp_path):
     """An interrupted comparison continues: seeds with a summary.json are not run again."""
     import shutil
@@ -511,3 +584,64 @@ def test_launcher_with_no_seeds_is_an_error(tmp_path):
     assert proc.returncode == 2 and proc.stdout == f"Using preset {preset}\n"
     assert proc.stderr.startswith("error: seeds is empty")
     assert not (tmp_path / "out").exists()  # stopped before anything
+
+
+def stub_study(tmp_path):
+    """Copy difficulty_study.sh beside a stand-in run_scenarios.sh and a stand-in python that
+    records its calls (the knob checks run the real fedrouter.config)."""
+    import shutil
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for folder in ("scripts", "training_scripts", "configs"):
+        (tmp_path / folder).mkdir()
+    shutil.copy(os.path.join(repo, "scripts", "difficulty_study.sh"), tmp_path / "scripts")
+    (tmp_path / "configs" / "quickstart_all.sh").write_text("")
+    calls = tmp_path / "calls.txt"
+    (tmp_path / "training_scripts" / "run_scenarios.sh").write_text(
+        f'echo "scenarios $output_root|$methods|$scenarios|$seeds|$1" >> {calls}\n'
+    )
+    python = tmp_path / "python"
+    python.write_text(
+        f'#!/bin/sh\necho "python $*" >> {calls}\n'
+        f'[ "$2" = fedrouter.config ] && exec {sys.executable} "$@"\nexit 0\n'
+    )
+    python.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(python), "PYTHONPATH": repo}
+    return tmp_path / "scripts" / "difficulty_study.sh", calls, env
+
+
+def test_difficulty_study_runs_each_knob_into_its_folder_then_reports(tmp_path):
+    from fedrouter.config import parse_args
+    from fedrouter.launcher import config_flags, launcher_variables
+
+    script, calls, env = stub_study(tmp_path)
+    env.update(overlaps="0 0.5", output_root="out")
+    subprocess.run(["sh", str(script)], env=env, check=True, capture_output=True, timeout=120)
+    lines = calls.read_text().splitlines()
+    runs = [line for line in lines if line.startswith("scenarios ")]
+    assert runs == [
+        f"scenarios out/overlap_{v}|clustered router_oracle fedavg|interference|111 222|"
+        f"out/overlap_{v}/base_preset.sh"
+        for v in ("0", "0.5")
+    ]
+    assert lines[-1] == "python -m fedrouter.report out"
+    # the written preset, read as the launcher reads it against this project's presets
+    preset = tmp_path / "out" / "overlap_0.5" / "base_preset.sh"
+    variables = launcher_variables(preset)
+    assert (variables["num_rounds"], variables["eval_round"], variables["max_steps"]) == (
+        "8",
+        "8",
+        "25",
+    )
+    assert (variables["local_schedule"], variables["synthetic_overlap"]) == ("all", "0.5")
+    cfg = parse_args(config_flags(variables))
+    assert (cfg.dataset_name, cfg.synthetic_overlap) == ("multitask_synthetic", 0.5)
+
+
+def test_difficulty_study_stops_on_a_bad_knob_before_running(tmp_path):
+    script, calls, env = stub_study(tmp_path)
+    env.update(overlaps="0 1.5", output_root="out")
+    proc = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "synthetic_overlap=1.5" in proc.stderr and "[0, 1]" in proc.stderr
+    assert not any(line.startswith("scenarios") for line in calls.read_text().splitlines())

@@ -31,6 +31,7 @@ dataset_name='multitask'              # multitask (Hub) | multitask_synthetic (o
 dataset_sample=400000                # cap on the pooled rows; above the pools' size, so no cap
 local_data_dir=''                     # folder with <task>/<files> in the Hub's columns, if offline
 instruction_format='raw'              # raw (the task's input alone) | phrased (a task sentence first)
+synthetic_overlap=0                   # multitask_synthetic's difficulty in [0, 1]: 0 as always, 1 hardest
 
 # Model configuration
 model_name_or_path='meta-llama/Llama-3.2-1B'   # or a local folder, or 'tiny'
@@ -98,6 +99,7 @@ for seed in $seeds; do
         --dataset_sample "$dataset_sample" \
         --local_data_dir "$local_data_dir" \
         --instruction_format "$instruction_format" \
+        --synthetic_overlap "$synthetic_overlap" \
         --fed_alg "$fed_alg" \
         --num_clients "$num_clients" \
         --sample_clients "$sample_clients" \

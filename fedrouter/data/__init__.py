@@ -22,6 +22,7 @@ from fedrouter.data.registry import (
     tasks_for,
 )
 from fedrouter.data.synthetic import (
+    SYNTHETIC_BENCHMARK,
     SYNTHETIC_SEED,
     SYNTHETIC_TASKS,
     generate_synthetic,
@@ -36,6 +37,7 @@ __all__ = [
     "LOCAL_FORMATS",
     "ROW_KEYS",
     "SPLIT_STRATEGIES",
+    "SYNTHETIC_BENCHMARK",
     "SYNTHETIC_SEED",
     "SYNTHETIC_TASKS",
     "TEMPLATE_NAMES",
@@ -69,6 +71,7 @@ def _load_client_data_cached(
     max_eval_size: int,
     evaluation_mode: str,
     seed: int,
+    synthetic_overlap: float = 0.0,
 ) -> tuple[ClientData, ...]:
     """Load and split once per process and argument set."""
     pools = load_benchmark(
@@ -77,6 +80,7 @@ def _load_client_data_cached(
         dataset_sample=dataset_sample,
         train_split=train_split,
         instruction_format=instruction_format,
+        synthetic_overlap=synthetic_overlap,
     )
     return tuple(
         partition(
@@ -106,6 +110,7 @@ def load_client_data(
     evaluation_mode: str,
     seed: int,
     instruction_format: str = "raw",
+    synthetic_overlap: float = 0.0,
 ) -> list[ClientData]:
     """Return every client's data for a run; cached, so each process loads and splits once."""
     return list(
@@ -121,6 +126,7 @@ def load_client_data(
             max_eval_size,
             evaluation_mode,
             seed,
+            float(synthetic_overlap),
         )
     )
 
@@ -139,4 +145,5 @@ def client_data_for(cfg, num_clients: int | None = None) -> list[ClientData]:
         max_eval_size=cfg.max_eval_size,
         evaluation_mode=cfg.evaluation_mode,
         seed=cfg.seed,
+        synthetic_overlap=cfg.synthetic_overlap,
     )

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 from fedrouter.data.errors import DataError
 from fedrouter.data.registry import INSTRUCTION_FORMATS, POOL_ORDER, TaskSpec, tasks_for
 from fedrouter.data.sampling import balanced_quotas, permuted
-from fedrouter.data.synthetic import generate_synthetic
+from fedrouter.data.synthetic import SYNTHETIC_BENCHMARK, generate_synthetic
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -128,18 +128,25 @@ class _DatasetSource:
         )
 
 
-def _synthetic_sources(specs: list[TaskSpec], local_data_dir: str | None) -> dict[str, _Source]:
-    """Generate the synthetic benchmark and group it by task."""
+def _synthetic_sources(
+    specs: list[TaskSpec], local_data_dir: str | None, overlap: float = 0.0
+) -> dict[str, _Source]:
+    """Generate the synthetic benchmark, at the given overlap, and group it by task."""
     if local_data_dir is not None:
         logger.warning("local_data_dir is ignored for the generated multitask_synthetic data")
     by_task: dict[str, list[Row]] = {spec.name: [] for spec in specs}
-    for row in generate_synthetic():
+    for row in generate_synthetic(overlap=overlap):
         by_task[row["task"]].append(row)
     return {task: _RowSource(rows) for task, rows in by_task.items()}
 
 
-def _hub_or_local_sources(specs: list[TaskSpec], local_data_dir: str | None) -> dict[str, _Source]:
-    """Open every task from local files when a directory is given, else from the Hub."""
+def _hub_or_local_sources(
+    specs: list[TaskSpec], local_data_dir: str | None, overlap: float = 0.0
+) -> dict[str, _Source]:
+    """Open every task from local files when a directory is given, else from the Hub.
+
+    `overlap` is the synthetic benchmark's alone; _load_cached lets only 0 through.
+    """
     if local_data_dir is None:
         return {
             spec.name: _DatasetSource(spec, [_read_hub(spec)], [spec.describe_source()])
@@ -159,7 +166,7 @@ def _hub_or_local_sources(specs: list[TaskSpec], local_data_dir: str | None) -> 
     return sources
 
 
-_SOURCE_READERS: dict[str, Callable[[list[TaskSpec], str | None], dict[str, _Source]]] = {
+_SOURCE_READERS: dict[str, Callable[[list[TaskSpec], str | None, float], dict[str, _Source]]] = {
     "multitask": _hub_or_local_sources,
     "multitask_synthetic": _synthetic_sources,
 }
@@ -338,6 +345,7 @@ def _load_cached(
     dataset_sample: int,
     train_split: float,
     instruction_format: str,
+    synthetic_overlap: float = 0.0,
 ) -> Pools:
     """Load a benchmark once per process and argument set."""
     specs = tasks_for(dataset_name)
@@ -350,7 +358,14 @@ def _load_cached(
             f"Unknown instruction_format {instruction_format!r}; "
             f"valid: {', '.join(INSTRUCTION_FORMATS)}"
         )
-    sources = _SOURCE_READERS[dataset_name](specs, local_data_dir)
+    if not 0.0 <= synthetic_overlap <= 1.0:
+        raise DataError(f"synthetic_overlap must be in [0, 1], got {synthetic_overlap}")
+    if synthetic_overlap and dataset_name != SYNTHETIC_BENCHMARK:
+        raise DataError(
+            f"synthetic_overlap={synthetic_overlap} applies to {SYNTHETIC_BENCHMARK} only, "
+            f"not {dataset_name}"
+        )
+    sources = _SOURCE_READERS[dataset_name](specs, local_data_dir, synthetic_overlap)
     by_name = {spec.name: spec for spec in specs}
     # The reference's get_dataset: the pools, concatenated in its order, shuffled with seed 0.
     rows = permuted(
@@ -379,6 +394,7 @@ def load_benchmark(
     dataset_sample: int = 400_000,
     train_split: float = 0.8,
     instruction_format: str = "raw",
+    synthetic_overlap: float = 0.0,
 ) -> Pools:
     """Return a benchmark's global train and test pools, as the reference builds them.
 
@@ -386,7 +402,15 @@ def load_benchmark(
     is mapped to rows, the pools are concatenated and shuffled with seed 0, capped at
     `dataset_sample` rows (task-balanced; the default is above the pools' size, so a no-op,
     as in the reference), and split once into train and test with seed 0. Nothing here
-    depends on the run seed. Loading is cached per process; treat the rows as read-only.
+    depends on the run seed. `synthetic_overlap` (multitask_synthetic only) makes its tasks'
+    inputs harder to tell apart. Loading is cached per process; treat the rows as read-only.
     """
     local = None if local_data_dir is None else str(local_data_dir)
-    return _load_cached(dataset_name, local, dataset_sample, train_split, instruction_format)
+    return _load_cached(
+        dataset_name,
+        local,
+        dataset_sample,
+        train_split,
+        instruction_format,
+        float(synthetic_overlap),
+    )

@@ -6,12 +6,15 @@ task's input alone, with no task wording (`SYNTHETIC_PHRASING` holds the task se
 the "phrased" format). They draw from the same pools of people, cities, countries,
 companies, objects and numbers, so that clustering has real work to do. Every response is
 short and fully determined by its instruction, so a tiny model can learn it in a few
-hundred steps.
+hundred steps. The difficulty knob `overlap` (`blend`) adds shared material to every input
+so that the families are harder to tell apart; at 0 the rows are exactly these.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
+import math
 import random
 from collections.abc import Callable
 
@@ -20,6 +23,7 @@ from fedrouter.data.sampling import derived_rng
 # The data is the benchmark: it is generated from this fixed seed, while the run seed only
 # drives sampling and partitioning.
 SYNTHETIC_SEED = 1234
+SYNTHETIC_BENCHMARK = "multitask_synthetic"  # the dataset_name of this benchmark
 DEFAULT_N_PER_TASK = 2500
 
 # --- Shared vocabulary -------------------------------------------------------------------
@@ -360,6 +364,50 @@ SYNTHETIC_PHRASING: dict[str, str] = {
 }
 
 
+# --- Difficulty: shared material ---------------------------------------------------------
+
+# The shared pools that the context note cycles through: entities every family uses.
+_NOTE_POOLS: tuple[tuple[str, ...], ...] = (
+    FIRST_NAMES, CITIES, COMPANIES, DAYS, OBJECTS, COUNTRIES, LAST_NAMES, PROFESSIONS,
+)  # fmt: skip
+NOTE_WORDS = 16  # entities in the context note at overlap 1
+# The task's input sits between these two lines, whole, so it still determines the response.
+FRAME_OPEN = "Input:"
+FRAME_CLOSE = "End of input."
+
+# task -> the items of a raw input, in order: what the shared form lists one per line.
+_ITEMS: dict[str, Callable[[str], list[str]]] = {
+    "paraphrase_synth": lambda text: [q + "?" for q in text[:-1].split("?-")],
+    "headline_synth": lambda text: [text],
+    "dialogsum_synth": lambda text: text.split("\n"),
+    "data2text_synth": lambda text: list(ast.literal_eval(text)),
+}
+
+
+def blend(instruction: str, task: str, overlap: float, rng: random.Random) -> str:
+    """Return `instruction` with shared material, more of it the higher `overlap` (0: as is).
+
+    Above 0, the input is framed between FRAME_OPEN and FRAME_CLOSE lines, after a context
+    note: about `overlap * NOTE_WORDS` entities drawn from the pools all families share. With
+    probability `overlap` its items are also written in the shared form, one "- item" line
+    each (no question dash join, no list brackets). A row draws the same numbers at every
+    knob value, so raising the knob only adds shared material to it.
+    """
+    shared_form = rng.random() < overlap
+    entities = [rng.choice(_NOTE_POOLS[i % len(_NOTE_POOLS)]) for i in range(NOTE_WORDS)]
+    # Every row gets the floor or the ceiling of the expected count: the first tokens
+    # dominate the base model's mean-pooled embeddings, so a note in some rows and not in
+    # others would split the clusters on the note rather than on the task.
+    count = math.floor(overlap * NOTE_WORDS + rng.random())
+    if overlap == 0.0:
+        return instruction
+    content = instruction
+    if shared_form:
+        content = "\n".join(f"- {item}" for item in _ITEMS[task](instruction))
+    note = "Note: " + ", ".join(entities[:count]) if count else "Note:"
+    return "\n".join((note, FRAME_OPEN, content, FRAME_CLOSE))
+
+
 def _generate_family(task: str, seed: int, n: int) -> list[dict[str, str]]:
     """Draw `n` rows with distinct instructions for one family."""
     rng = derived_rng(seed, "synthetic", task)
@@ -376,26 +424,45 @@ def _generate_family(task: str, seed: int, n: int) -> list[dict[str, str]]:
     return [{"instruction": i, "response": r, "task": task} for i, r in rows.items()]
 
 
+def _blend_family(rows: list[dict[str, str]], seed: int, overlap: float) -> list[dict[str, str]]:
+    """Return one family's rows with shared material, drawn per row from the seed."""
+    blended = []
+    for i, row in enumerate(rows):
+        rng = derived_rng(seed, "overlap", row["task"], i)
+        blended.append({**row, "instruction": blend(row["instruction"], row["task"], overlap, rng)})
+    return blended
+
+
 @functools.lru_cache(maxsize=4)
-def _generate_cached(seed: int, n_per_task: int) -> tuple[dict[str, str], ...]:
-    """Generate every family once per (seed, size)."""
+def _generate_cached(
+    seed: int, n_per_task: int, overlap: float = 0.0
+) -> tuple[dict[str, str], ...]:
+    """Generate every family once per (seed, size, overlap)."""
     rows: list[dict[str, str]] = []
     for task in SYNTHETIC_TASKS:
-        rows.extend(_generate_family(task, seed, n_per_task))
+        family = _generate_family(task, seed, n_per_task)
+        rows.extend(_blend_family(family, seed, overlap) if overlap else family)
     return tuple(rows)
 
 
 def generate_synthetic(
-    seed: int = SYNTHETIC_SEED, n_per_task: int = DEFAULT_N_PER_TASK
+    seed: int = SYNTHETIC_SEED, n_per_task: int = DEFAULT_N_PER_TASK, overlap: float = 0.0
 ) -> list[dict[str, str]]:
-    """Return the synthetic rows, `n_per_task` distinct samples per family, in family order."""
+    """Return the synthetic rows, `n_per_task` distinct samples per family, in family order.
+
+    `overlap` in [0, 1] makes the families' inputs harder to tell apart (see `blend`); the
+    responses never change, and 0 gives the benchmark as it always was.
+    """
     if n_per_task < 1:
         raise ValueError(f"n_per_task must be >= 1, got {n_per_task}")
-    return [dict(row) for row in _generate_cached(seed, n_per_task)]
+    if not 0.0 <= overlap <= 1.0:
+        raise ValueError(f"overlap must be in [0, 1], got {overlap}")
+    return [dict(row) for row in _generate_cached(seed, n_per_task, float(overlap))]
 
 
 def synthetic_texts(seed: int = SYNTHETIC_SEED, n_per_task: int = DEFAULT_N_PER_TASK) -> list[str]:
-    """Return every instruction and every response of the benchmark, as separate strings."""
+    """Return every instruction and every response of the benchmark (overlap 0), as separate
+    strings: the tiny model's tokenizer corpus."""
     texts: list[str] = []
     for row in _generate_cached(seed, n_per_task):
         texts.extend((row["instruction"], row["response"]))
