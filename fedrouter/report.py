@@ -669,10 +669,22 @@ def _safe_name(text: str) -> str:
 
 
 def _save_figure(fig, path: Path) -> None:
-    """Save a figure as PNG through a temporary file and a rename."""
-    atomic_write(
-        path, lambda handle: fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
-    )
+    """Save a figure as PNG through a temporary file and a rename, then close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        atomic_write(
+            path, lambda handle: fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
+        )
+    finally:
+        plt.close(fig)
+
+
+def _grid_and_legend(ax) -> None:
+    """Draw a light grid, and a small legend when the axes have labelled lines."""
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
 
 
 def plot_rouge1_by_round(runs: list[RunRecord], scenario: str, path: Path) -> None:
@@ -709,13 +721,8 @@ def plot_rouge1_by_round(runs: list[RunRecord], scenario: str, path: Path) -> No
     ax.set_xlabel("round")
     ax.set_ylabel("ROUGE-1 (client-weighted mean)")
     ax.set_title(f"ROUGE-1 by round: {scenario} (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
-    try:
-        _save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    _grid_and_legend(ax)
+    _save_figure(fig, path)
 
 
 def cluster_matrix(clustering: dict) -> tuple[list[list[float]], list[str], list[str], bool]:
@@ -772,10 +779,7 @@ def plot_cluster_map(run: RunRecord, path: Path) -> None:
         fontsize="medium",
     )
     fig.colorbar(image, ax=ax)
-    try:
-        _save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    _save_figure(fig, path)
 
 
 def _by_knob(runs: Iterable[RunRecord], key: str) -> dict[float, list[float]]:
@@ -824,13 +828,8 @@ def plot_difficulty(runs: list[RunRecord], path: Path) -> None:
         ax.set_xlabel("synthetic_overlap")
         ax.set_ylabel(f"final {name}")
         ax.set_title(f"{name} by difficulty (line: mean, dots: seeds)", fontsize="medium")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
-    try:
-        _save_figure(fig, path)
-    finally:
-        plt.close(fig)
+        _grid_and_legend(ax)
+    _save_figure(fig, path)
 
 
 def _setting_name(scenario: str, overlap: float) -> str:
