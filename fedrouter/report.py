@@ -56,6 +56,7 @@ CSV_COLUMNS = (
     "rel_to_fedavg_pct",
     "rel_to_local_pct",
     "synthetic_overlap",
+    "local_purity_mean",
 )
 MISSING = "—"
 # Files only a run directory holds: a folder with one of them and an unreadable config.json
@@ -542,6 +543,43 @@ def _difficulty_table(rows: list[Row]) -> list[str]:
     ]
 
 
+def _routing_table(rows: list[Row]) -> list[str]:
+    """The routing-accuracy grid, for the methods that route among global adapters only."""
+    routed = [r for r in rows if r.method in ROUTED_METHODS and r.routing_accuracy_mean is not None]
+    others = sorted({r.method for r in rows} - set(ROUTED_METHODS), key=method_key)
+    lines = []
+    if routed:
+        lines += ["Mean over seeds of the final round.", ""]
+        lines += _md_table(*_grid(routed, lambda r: f"{r.routing_accuracy_mean:.4f}"))
+    else:
+        lines += ["No complete run of a method that routes reports routing accuracy.", ""]
+    if others:
+        lines += [
+            "Left out: " + ", ".join(method_label(m) for m in others) + ". They do not route "
+            "a test sample by its embedding: each client tests with the adapter its method "
+            "gives it, so the share of samples that reach their task's global cluster "
+            "measures nothing of theirs (results.csv keeps it).",
+            "",
+        ]
+    return lines
+
+
+def _purity_table(rows: list[Row]) -> list[str]:
+    """The local-cluster-purity grid: the clients' mean purity, averaged over seeds."""
+    with_purity = [r for r in rows if r.local_purity_mean is not None]
+    if not with_purity:
+        return []
+    return [
+        "## Local cluster purity",
+        "",
+        "The share of a client's training samples that sit in a local cluster of their own "
+        "task, averaged over clients, then over seeds. A method with one local cluster per "
+        "client scores the share of the client's largest task.",
+        "",
+        *_md_table(*_grid(with_purity, lambda r: f"{r.local_purity_mean:.3f}")),
+    ]
+
+
 def render_markdown(runs: list[RunRecord], rows: list[Row], root: Path) -> str:
     """Return results.md: seed tables, gains, routing, per-run details, unfinished runs."""
     unfinished = [r for r in runs if r.status != COMPLETE]
@@ -577,20 +615,8 @@ def render_markdown(runs: list[RunRecord], rows: list[Row], root: Path) -> str:
             "## Routing accuracy",
             "",
         ]
-        if any(r.routing_accuracy_mean is not None for r in rows):
-            lines += ["Mean over seeds of the final round.", ""]
-            lines += _md_table(
-                *_grid(
-                    rows,
-                    lambda r: (
-                        MISSING
-                        if r.routing_accuracy_mean is None
-                        else f"{r.routing_accuracy_mean:.4f}"
-                    ),
-                )
-            )
-        else:
-            lines += ["No complete run reports routing accuracy.", ""]
+        lines += _routing_table(rows)
+        lines += _purity_table(rows)
         lines += _difficulty_table(rows)
         lines += [
             "## Per-run details",
@@ -658,6 +684,7 @@ def render_csv(rows: Iterable[Row]) -> str:
                 _csv_number(r.rel_to_fedavg_pct, 4),
                 _csv_number(r.rel_to_local_pct, 4),
                 f"{r.overlap:g}",
+                _csv_number(r.local_purity_mean, 6),
             ]
         )
     return buffer.getvalue()

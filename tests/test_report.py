@@ -229,7 +229,12 @@ def test_markdown_tables(report):
     assert gains["fedavg"][:2] == ["+0.0%", "-25.0%"]
     routing = table(markdown, "Routing accuracy")
     assert routing["FedRouter (clustered)"] == ["0.9500", "0.5000"]
-    assert routing["fedavg"][0] == "0.5000"
+    # FedAvg and Local do not route among global adapters: their figure is left out, and said so
+    assert list(routing) == ["Method", "FedRouter (clustered)"]
+    assert "Left out: fedavg, local." in markdown
+    # Only a/clustered_s1 reports purity (0.5 and 1.0; -1 is a client that did not): 0.75.
+    purity = table(markdown, "Local cluster purity")
+    assert purity == {"Method": ["single"], "FedRouter (clustered)": ["0.750"]}
 
 
 def test_per_run_details_and_wall_time(report):
@@ -311,6 +316,8 @@ def test_csv(report):
     assert float(clustered["routing_accuracy_mean"]) == pytest.approx(0.95)
     assert float(clustered["rel_to_fedavg_pct"]) == pytest.approx(16.6667, abs=1e-4)
     assert float(clustered["rel_to_local_pct"]) == pytest.approx(-12.5)
+    assert float(clustered["local_purity_mean"]) == pytest.approx(0.75)
+    assert float(rows[("fedavg", "single")]["routing_accuracy_mean"]) == pytest.approx(0.5)
     gen = rows[("clustered", "generalization")]
     assert (gen["rouge1_std"], gen["rel_to_fedavg_pct"], gen["rel_to_local_pct"]) == ("", "", "")
 
