@@ -335,7 +335,8 @@ class ClusteredStrategy(Strategy):
     def summary(self) -> None:
         """Log the strategy's settings."""
         logger.info(
-            "strategy %s: %d global clusters, %d of %d clients per round",
+            "method %s, strategy %s: %d global clusters, %d of %d clients per round",
+            self.cfg.fed_alg,
             type(self).__name__,
             self.num_global_clusters,
             self.cfg.sample_clients,
