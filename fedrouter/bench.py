@@ -326,6 +326,7 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
     from fedrouter.embeddings import embed_texts
     from fedrouter.evaluation import generate
     from fedrouter.models import (
+        LOAD_STATS,
         ModelSpec,
         adapter_to_arrays,
         arrays_to_adapter,
@@ -353,18 +354,25 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
     adapter_bytes = int(sum(v.nbytes for v in init.values()))
     kwargs = dict(batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens)
 
-    def evaluate_with(get_model) -> tuple[float, list[float]]:
-        loads, begin = [], time.perf_counter()
+    def evaluate_with(get_model) -> tuple[float, list[float], int]:
+        loads, begin, count = [], time.perf_counter(), LOAD_STATS["count"]
         for g, idx in enumerate(groups):
             t = time.perf_counter()
             m, tok = get_model()
             loads.append(time.perf_counter() - t)
             arrays_to_adapter(m, adapters[g])
             generate(m, tok, [prompts[i] for i in idx], **kwargs)
-        return time.perf_counter() - begin, loads
+        return time.perf_counter() - begin, loads, LOAD_STATS["count"] - count
 
-    swap_seconds, _ = evaluate_with(lambda: (model, tokenizer))
-    reload_seconds, reload_loads = evaluate_with(lambda: load_model_and_tokenizer(spec))
+    # One untimed pass first, so that neither arm pays for the first call's kernels and
+    # allocations (the arm timed first would otherwise carry them).
+    arrays_to_adapter(model, adapters[0])
+    generate(model, tokenizer, prompts[: max(1, len(groups[0]))], **kwargs)
+    embed_texts(model, tokenizer, prompts[:1], batch_size=cfg.eval_batch_size)
+    swap_seconds, _, swap_count = evaluate_with(lambda: (model, tokenizer))
+    reload_seconds, reload_loads, reload_count = evaluate_with(
+        lambda: load_model_and_tokenizer(spec)
+    )
 
     swap_in, swap_out = [], []
     for g in range(20):
@@ -395,13 +403,14 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
     for _ in range(calls):
         embed_texts(model, tokenizer, texts, batch_size=cfg.eval_batch_size)
     cached_seconds = time.perf_counter() - begin
-    begin, embed_loads = time.perf_counter(), []
+    begin, embed_loads, embed_count = time.perf_counter(), [], LOAD_STATS["count"]
     for _ in range(calls):
         t = time.perf_counter()
         m, tok = load_model_and_tokenizer(spec)
         embed_loads.append(time.perf_counter() - t)
         embed_texts(m, tok, texts, batch_size=cfg.eval_batch_size)
     reload_embed_seconds = time.perf_counter() - begin
+    embed_count = LOAD_STATS["count"] - embed_count
     loads = reload_loads + embed_loads
     return {
         "model": cfg.model_name_or_path,
@@ -420,6 +429,9 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
             "clusters": n_clusters,
             "swap_in_place_seconds": swap_seconds,
             "reload_per_cluster_seconds": reload_seconds,
+            "swap_loads": swap_count,  # base-model loads each arm made (models.LOAD_STATS)
+            "reload_loads": reload_count,
+            "reload_load_seconds": float(sum(reload_loads)),
             "ratio": reload_seconds / swap_seconds,
         },
         "embedding": {
@@ -427,6 +439,8 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
             "calls": calls,
             "cached_model_seconds": cached_seconds,
             "load_per_call_seconds": reload_embed_seconds,
+            "reload_loads": embed_count,
+            "reload_load_seconds": float(sum(embed_loads)),
             "ratio": reload_embed_seconds / cached_seconds,
         },
     }

@@ -83,14 +83,21 @@ def test_bench_json_has_every_figure(bench_result):
     assert run["peak_gpu_mb"] > 0 if torch.cuda.is_available() else run["peak_gpu_mb"] == 0
     ab = bench_result["ab"]
     assert ab["seconds_per_model_load"] > 0 and ab["adapter_bytes"] == traffic["adapter_bytes"]
-    # reloading the base model costs more than keeping it: the point of both A/Bs
-    for kind, reload, cached in (
-        ("eval", "reload_per_cluster_seconds", "swap_in_place_seconds"),
-        ("embedding", "load_per_call_seconds", "cached_model_seconds"),
+    # The reload arm of each A/B loads the base model once per cluster (per call), inside its
+    # timed span, as the loader's own counter saw; evaluation's swap arm loads nothing. Which
+    # arm is faster is not asserted: on the tiny model a load (~0.06 s) is smaller than the
+    # noise of the generation it sits beside, so that would be a timed test.
+    for kind, reload, cached, count in (
+        ("eval", "reload_per_cluster_seconds", "swap_in_place_seconds", "clusters"),
+        ("embedding", "load_per_call_seconds", "cached_model_seconds", "calls"),
     ):
         figures = ab[kind]
         assert figures["ratio"] == pytest.approx(figures[reload] / figures[cached])
-        assert figures[reload] - figures[cached] > 0.5 * ab["seconds_per_model_load"], kind
+        assert figures["reload_loads"] == figures[count] >= 2, kind
+        assert 0 < figures["reload_load_seconds"] < figures[reload], kind
+    assert ab["eval"]["swap_loads"] == 0
+    loads_timed = ab["eval"]["reload_load_seconds"] + ab["embedding"]["reload_load_seconds"]
+    assert ab["seconds_per_model_load"] <= loads_timed
 
 
 def test_round_times_are_those_of_the_run_directory(bench_result):
