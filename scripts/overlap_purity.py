@@ -3,9 +3,10 @@
     python scripts/overlap_purity.py [--overlaps 0,0.25,0.5,0.75,1] [--seed 111] [--clients 8]
 
 Each client's training rows of the interference split (configs/scenarios/interference.sh on the
-quickstart's 8 clients, 600 rows each) are embedded with the 4-bit tiny model as a client does
-(masked mean of the base model's last hidden state, seq_length 256), split by 2-means with the
-reference's k-means seed, and scored against the true task. Logs one line per knob value.
+quickstart's 8 clients, 600 rows each) go through the client's own local clustering
+(client_logic.cluster_node: the 4-bit tiny model's embeddings at seq_length 256, 2-means with
+the run's k-means seed), and its purity against the true task is logged, one line per knob
+value.
 """
 
 from __future__ import annotations
@@ -13,40 +14,42 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 
 import numpy as np
 
-from fedrouter.clustering import cluster_purity, kmeans
-from fedrouter.data import load_client_data
-from fedrouter.embeddings import embed_texts
+from fedrouter import protocol as p
+from fedrouter.client_logic import cluster_node
+from fedrouter.config import Config
+from fedrouter.data import client_data_for
 from fedrouter.models import ModelSpec, load_model_and_tokenizer
-from fedrouter.seeding import REFERENCE_KMEANS_N_INIT, REFERENCE_KMEANS_SEED
 from fedrouter.tiny_model import resolve_tiny_model
 
 logger = logging.getLogger("overlap_purity")
 
+# configs/quickstart.sh with configs/scenarios/interference.sh: the fields the split and the
+# clients' local clustering read; everything else is the Config default.
+INTERFERENCE = dict(
+    dataset_name="multitask_synthetic",
+    dataset_sample=400_000,
+    split_strategy="multitask_multi_domain",
+    train_split=0.8,
+    max_data_per_client=600,
+    max_eval_size=64,
+    evaluation_mode="local",
+    seq_length=256,
+    n_clusters=2,
+)
+
 
 def purities(model, tokenizer, overlap: float, seed: int, clients: int) -> list[float]:
-    """Return each client's local purity at one knob value."""
-    parts = load_client_data(
-        dataset_name="multitask_synthetic",
-        local_data_dir=None,
-        dataset_sample=400_000,
-        split_strategy="multitask_multi_domain",
-        num_clients=clients,
-        train_split=0.8,
-        max_data_per_client=600,
-        max_eval_size=64,
-        evaluation_mode="local",
-        seed=seed,
-        synthetic_overlap=overlap,
-    )
+    """Return each client's local purity at one knob value, from the client's own clustering."""
+    cfg = Config(**INTERFERENCE, num_clients=clients, seed=seed, synthetic_overlap=overlap)
+    query = p.ClusterQuery(n_clusters=cfg.n_clusters)
     values = []
-    for part in parts:
-        texts = [r["instruction"] for r in part.train]
-        points = embed_texts(model, tokenizer, texts, batch_size=64, max_length=256)
-        labels = kmeans(points, 2, REFERENCE_KMEANS_SEED, n_init=REFERENCE_KMEANS_N_INIT).labels
-        values.append(cluster_purity(labels, np.array([r["task"] for r in part.train])))
+    for pid, part in enumerate(client_data_for(cfg)):
+        _, reply = cluster_node(cfg, model, tokenizer, pid, part.train, query, time.perf_counter())
+        values.append(reply.metrics[p.LOCAL_PURITY])
     return values
 
 
