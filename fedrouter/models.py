@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from fedrouter.errors import FedRouterError
+from fedrouter.model_sources import ModelLoadError, check_source, resolve_model_path
 from fedrouter.seeding import lora_seed
 
 logger = logging.getLogger(__name__)
 
 ADAPTER = "default"  # PEFT's name for the first adapter; the one every strategy trains
-
-
-class ModelLoadError(FedRouterError):
-    """The base model or tokenizer cannot be loaded."""
 
 
 @dataclass(frozen=True)
@@ -57,26 +51,6 @@ class ModelSpec:
 # Process-level cache and load counter: the base model is loaded once per process.
 _CACHE: dict[ModelSpec, tuple[object, object]] = {}
 LOAD_STATS = {"count": 0, "seconds": 0.0}
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """Map ``tiny`` to the cached tiny build; leave other ids and paths alone."""
-    from fedrouter.tiny_model import TINY_MODEL_NAME, resolve_tiny_model
-
-    if name_or_path == TINY_MODEL_NAME:
-        return str(resolve_tiny_model())
-    return name_or_path
-
-
-def check_model_source(name_or_path: str) -> None:
-    """Fail early and clearly when a model path does not exist or the Hub is off."""
-    if name_or_path == "tiny":
-        return
-    looks_local = name_or_path.startswith((".", "/", "~")) or os.path.isdir(name_or_path)
-    if looks_local and not Path(name_or_path).expanduser().is_dir():
-        raise ModelLoadError(f"model_name_or_path '{name_or_path}' is not a folder")
-    if looks_local and not (Path(name_or_path).expanduser() / "config.json").exists():
-        raise ModelLoadError(f"model_name_or_path '{name_or_path}' has no config.json")
 
 
 def _quantization_config(spec: ModelSpec, compute_dtype):
@@ -137,7 +111,7 @@ def load_model_and_tokenizer(spec: ModelSpec):
     import torch
     from transformers import AutoModelForCausalLM
 
-    check_model_source(spec.model_name_or_path)
+    check_source(spec.model_name_or_path)
     path = resolve_model_path(spec.model_name_or_path)
     start = time.perf_counter()
     dtype = compute_dtype()
@@ -151,7 +125,7 @@ def load_model_and_tokenizer(spec: ModelSpec):
     except OSError as exc:
         raise ModelLoadError(
             f"cannot load model '{spec.model_name_or_path}': {str(exc).splitlines()[0]} "
-            "(offline? pass a local folder, or model_name_or_path=tiny)"
+            "(offline? pass a local folder, a .gguf file, or model_name_or_path=tiny)"
         ) from exc
     model.config.use_cache = True
     if quant is not None:

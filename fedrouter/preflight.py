@@ -39,9 +39,9 @@ def check_model(cfg: Config) -> tuple[str, str]:
     """
     from transformers import AutoConfig
 
-    from fedrouter.models import ModelLoadError, check_model_source, resolve_model_path
+    from fedrouter.model_sources import ModelLoadError, check_source, resolve_model_path
 
-    check_model_source(cfg.model_name_or_path)
+    check_source(cfg.model_name_or_path)
     path = resolve_model_path(cfg.model_name_or_path)
     try:
         model_config = AutoConfig.from_pretrained(path)

@@ -201,10 +201,10 @@ def read_router_dir(path: str | Path) -> RouterFiles:
 
 def model_hidden_size(name_or_path: str) -> int:
     """Return a base model's hidden size from its config, without loading weights."""
-    from fedrouter.models import ModelLoadError, check_model_source, resolve_model_path
+    from fedrouter.model_sources import ModelLoadError, check_source, resolve_model_path
 
     try:
-        check_model_source(name_or_path)
+        check_source(name_or_path)
     except ModelLoadError as exc:
         raise RouterError(f"base model: {exc} (moved? pass --model PATH)") from exc
     from transformers import AutoConfig

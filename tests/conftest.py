@@ -1,9 +1,11 @@
 """Shared settings, helpers and fixtures: the tiny run's flags, and an isolated cache holding
 the tiny offline model, built once per session."""
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +44,70 @@ def run_simulation(tmp_path, *extra):
     return proc, (runs[0] if len(runs) == 1 else None)
 
 
+def write_llama_gguf(model_dir, out_path) -> Path:
+    """Write a Llama folder (safetensors + byte-level BPE tokenizer.json) as a float32 GGUF."""
+    import gguf
+    from safetensors.numpy import load_file
+
+    model_dir, out_path = Path(model_dir), Path(out_path)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    tok = json.loads((model_dir / "tokenizer.json").read_text())
+    heads, kv_heads = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+
+    w = gguf.GGUFWriter(out_path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    w.add_name(model_dir.name)  # transformers would treat a name containing "mistral" as Mistral
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_vocab_size(cfg["vocab_size"])
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_rope_freq_base(cfg["rope_parameters"]["rope_theta"])
+    w.add_rope_dimension_count(head_dim)  # transformers reads it back as head_dim
+
+    # Tokens in id order; the special added tokens are CONTROL so they stay whole when loaded back.
+    special = {t["id"] for t in tok["added_tokens"] if t["special"]}
+    by_id = {i: t for t, i in tok["model"]["vocab"].items()}
+    by_id.update({t["id"]: t["content"] for t in tok["added_tokens"]})
+    w.add_tokenizer_model("gpt2")
+    # The GPT-2 split regex, which is what ByteLevel(use_regex=True) uses; transformers then keeps
+    # GPT2Tokenizer's own pre-tokenizer.
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list([by_id[i] for i in range(len(by_id))])
+    control, normal = gguf.TokenType.CONTROL, gguf.TokenType.NORMAL
+    w.add_token_types([control if i in special else normal for i in range(len(by_id))])
+    merges = tok["model"]["merges"]  # newer tokenizers store pairs, older ones "a b" strings
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+    ids = {t["content"]: t["id"] for t in tok["added_tokens"]}
+    w.add_bos_token_id(ids["<s>"])
+    w.add_eos_token_id(ids["</s>"])
+    w.add_pad_token_id(ids["<pad>"])
+    w.add_unk_token_id(ids["<unk>"])
+    # The folder's tokenizer adds neither; say so rather than leave it to the reader's default.
+    w.add_add_bos_token(False)
+    w.add_add_eos_token(False)
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg["num_hidden_layers"])
+    for hf_name, tensor in load_file(model_dir / "model.safetensors").items():
+        name = names.get_name(hf_name, try_suffixes=(".weight",))
+        # llama.cpp interleaves each head's rotary halves in q and k; transformers undoes it.
+        if name.endswith(("attn_q.weight", "attn_k.weight")):
+            n = heads if name.endswith("attn_q.weight") else kv_heads
+            tensor = tensor.reshape(n, 2, -1, tensor.shape[-1]).swapaxes(1, 2)
+            tensor = tensor.reshape(-1, tensor.shape[-1])
+        w.add_tensor(name, tensor.astype("float32"))
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out_path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def offline_env(tmp_path_factory):
     """Keep tests offline and give them a private model cache (unless one is provided)."""
@@ -59,6 +125,13 @@ def tiny_path(offline_env):
     from fedrouter.tiny_model import resolve_tiny_model
 
     return str(resolve_tiny_model())
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory, tiny_path):
+    """Return the path of a float32 GGUF of the tiny model, alone in its own folder."""
+    # Alone, so transformers finds no tokenizer_config.json beside it to mix in.
+    return write_llama_gguf(tiny_path, tmp_path_factory.mktemp("gguf") / "tiny-f32.gguf")
 
 
 @pytest.fixture(scope="session")
