@@ -323,4 +323,5 @@ def build_summary(cfg, history: dict[int, dict], recorder: RunRecorder, seconds:
         },
         by_round={r: history[r].get("mean", {}) for r in evaluated},
         model_loads_per_process={str(pid): n for pid, n in sorted(loads.items())},
+        model_source=recorder.model_source(),
     )

@@ -158,8 +158,17 @@ class Run:
         return recorder
 
 
-def open_run(cfg, *, base_path: str | None = None, log_file: str | None = None) -> Run:
+def open_run(
+    cfg,
+    *,
+    base_path: str | None = None,
+    model_source: Mapping[str, Any] | None = None,
+    log_file: str | None = None,
+) -> Run:
     """Claim a fresh run directory and write its config.json, or open the run to resume.
+
+    ``model_source`` (``ModelSource.record()``: what ``model_name_or_path`` resolved to, a
+    GGUF's file and sha256 included) is recorded in config.json, and from there in summary.json.
 
     With ``log_file``, the run gets its own log: ``log_file`` for the first run of a name,
     ``..._<n>_log.txt`` beside run directory ``..._<n>`` after it (claimed together, so that
@@ -173,7 +182,9 @@ def open_run(cfg, *, base_path: str | None = None, log_file: str | None = None) 
         return Run(run_dir, log, checkpoint)
     log_for = (lambda n: log_for_suffix(log_file, n)) if log_file else None
     run_dir = new_run_dir(cfg.output_dir, name, log_for)
-    extra = {"base_model_path": base_path} if base_path is not None else None
+    extra: dict[str, Any] = {"base_model_path": base_path} if base_path is not None else {}
+    if model_source is not None:
+        extra["model_source"] = dict(model_source)
     RunRecorder(run_dir).write_config(cfg.to_dict(), extra)
     return Run(run_dir, log_for(run_suffix(run_dir, name)) if log_for else None)
 
@@ -190,6 +201,12 @@ class RunRecorder:
         payload = {"fedrouter_version": __version__, "config": dict(config)}
         payload.update(extra or {})
         atomic_write_json(self.run_dir / "config.json", payload)
+
+    def model_source(self) -> dict | None:
+        """Return the model source recorded in the run's config.json (None if it has none)."""
+        path = self.run_dir / "config.json"
+        source = _read_json_file(path).get("model_source") if path.is_file() else None
+        return source if isinstance(source, dict) else None
 
     def record(self, event: Event) -> dict:
         """Record one event (fedrouter.events) with a wall-clock timestamp; return its JSON."""
@@ -274,6 +291,7 @@ class Summary:
     final_per_client: dict[str, dict[str, float]]
     by_round: dict[int, dict[str, float]]
     model_loads_per_process: dict[str, int]
+    model_source: dict | None = None  # what model_name_or_path resolved to (config.json's)
 
     def to_json(self) -> dict:
         """Return the JSON object written to summary.json (by_round keyed by strings)."""
@@ -298,6 +316,7 @@ class Summary:
                 by_round[int(key)] = _finite(metrics)
         per_client = data.get("final_per_client")
         loads = data.get("model_loads_per_process")
+        source = data.get("model_source")
         return cls(
             fed_alg=str(data.get("fed_alg") or ""),
             seed=integer("seed"),
@@ -310,6 +329,7 @@ class Summary:
             else {},
             by_round=dict(sorted(by_round.items())),
             model_loads_per_process=dict(loads) if isinstance(loads, Mapping) else {},
+            model_source=source if isinstance(source, dict) else None,
         )
 
 

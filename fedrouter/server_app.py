@@ -10,6 +10,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedrouter.config import Config
 from fedrouter.federation import run_federation
 from fedrouter.logs import setup_logging
+from fedrouter.model_sources import resolve_source
 from fedrouter.models import ModelSpec, lora_config
 from fedrouter.preflight import preflight
 from fedrouter.results import Run, open_run
@@ -37,7 +38,8 @@ def make_server_app(
             setup_logging(conf.debug)
             conf, _ = preflight(conf, hosts_clients=False)  # SuperNodes run the clients
         if opened is None:
-            opened = open_run(conf)
+            source = resolve_source(conf.model_name_or_path).record()
+            opened = open_run(conf, model_source=source)
         lora = adapter_lora_config(conf, base_path or conf.model_name_or_path)
         strategy = build_strategy(conf)
         summary = run_federation(

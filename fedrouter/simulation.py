@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fedrouter.config import Config, run_cli
 from fedrouter.logs import HeldRecords, setup_logging
+from fedrouter.model_sources import resolve_source
 from fedrouter.preflight import preflight
 from fedrouter.results import Run, open_run
 
@@ -49,7 +50,8 @@ def prepare(cfg: Config, log_file: str | None = None) -> tuple[Config, str, Run]
     held = HeldRecords() if log_file else None
     try:
         cfg, base_path = preflight(cfg)
-        run = open_run(cfg, base_path=base_path, log_file=log_file)
+        source = resolve_source(cfg.model_name_or_path).record()
+        run = open_run(cfg, base_path=base_path, model_source=source, log_file=log_file)
     except BaseException:
         if held is not None:
             held.replay(logging.WARNING)  # a run that fails here shows its warnings
