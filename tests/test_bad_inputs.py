@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -86,6 +87,23 @@ def rerun_with_a_typo(root: Path) -> list[str]:
     return ["--log_file", str(log), "--lerning_rate", "1e-3"]
 
 
+def text_named_gguf(root: Path) -> list[str]:
+    (root / "model.gguf").write_text("not a model")
+    return ["--model_name_or_path", str(root / "model.gguf")]
+
+
+def gguf_of_unknown_architecture(root: Path) -> list[str]:
+    import gguf
+
+    writer = gguf.GGUFWriter(str(root / "odd.gguf"), arch="bogusarch")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return ["--model_name_or_path", str(root / "odd.gguf")]
+
+
 def not_writable(root: Path) -> list[str]:
     (root / "a_file").write_text("x")
     return ["--output_dir", str(root / "a_file" / "out")]
@@ -112,6 +130,10 @@ CASES = {
         ["--dataset_name", "multitask", "--synthetic_overlap", "0.5"], "synthetic_overlap"),
     "4-bit and 8-bit together": (["--load_in_8bit", "True"], "load_in_8bit"),
     "missing model path": (["--model_name_or_path", "/nonexistent/model"], "model_name_or_path"),
+    "missing GGUF file": (["--model_name_or_path", "/nonexistent/m.gguf"], "no such GGUF file"),
+    "file that is not GGUF": (text_named_gguf, "is not a GGUF file"),
+    "GGUF of an architecture transformers cannot load": (
+        gguf_of_unknown_architecture, "bogusarch"),
     "LoRA target that is no module of the model": (
         ["--lora_target_modules", "nope_proj"], "lora_target_modules"),
     "missing local_data_dir": (
