@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import re
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -338,54 +339,22 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-def _write_parquet(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(records).to_parquet(path)
-
-
 def _write_csv(path: Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(records).to_csv(path, index=False)
 
 
+HUB_LAYOUT = Path(__file__).parent / "data" / "hub_layout"
+
+
 def _write_hub_layout(root: Path) -> None:
-    """Write small files in the Hub's columns for the four real tasks, one per format."""
-    _write_parquet(
-        root / "qqp" / "train-0.parquet",
-        [
-            {"question1": "How do I cook rice?", "question2": "How is rice cooked?",
-             "label": 1, "idx": 0},
-            {"question1": "Who is he?", "question2": "Where is it?", "label": 0, "idx": 1},
-            {"question1": "Unlabelled?", "question2": "Unlabelled!", "label": -1, "idx": 2},
-        ],
-    )  # fmt: skip
-    _write_parquet(
-        root / "qqp" / "train-1.parquet",
-        [{"question1": "Is it hot?", "question2": "Is it warm?", "label": 1, "idx": 3}],
-    )
-    _write_jsonl(
-        root / "webnlg" / "train.jsonl",
-        [
-            {"gem_id": "w0", "input": ["Ada | birthPlace | London", "Ada | field | Maths"],
-             "target": "Ada, born in London, worked in maths."},
-            {"gem_id": "w1", "input": ["Oslo | country | Norway"], "target": "Oslo is in Norway."},
-        ],
-    )  # fmt: skip
-    _write_csv(
-        root / "samsum" / "train.csv",
-        [
-            {"id": "s0", "dialogue": "Ann: Lunch?\nBob: Sure.",
-             "summary": "Ann and Bob will have lunch."},
-            {"id": "s1", "dialogue": "Cy: Hi", "summary": None},  # an empty CSV cell
-        ],
-    )  # fmt: skip
-    _write_jsonl(
-        root / "gigaword" / "train.jsonl",
-        [
-            {"document": " the cabinet resigned on monday .", "summary": "cabinet resigns"},
-            {"document": "nothing to say .", "summary": "   "},
-        ],
-    )
+    """Copy the small files in the Hub's columns for the four real tasks, one per format.
+
+    tests/data/hub_layout: QQP in two parquet shards (one row unlabelled, -1), WebNLG and
+    Gigaword as JSONL (one blank summary), SAMSum as CSV (one empty cell); 7 usable rows.
+    scripts/overlap_purity.py --local_data_dir reads the same files.
+    """
+    shutil.copytree(HUB_LAYOUT, root)
 
 
 def test_local_files_in_the_hub_layout_load(offline, tmp_path):
