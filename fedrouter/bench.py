@@ -354,14 +354,14 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
     adapter_bytes = int(sum(v.nbytes for v in init.values()))
     kwargs = dict(batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens)
 
-    def evaluate_with(get_model) -> tuple[float, list[float], int]:
+    def evaluate_with(get_model, stats=None) -> tuple[float, list[float], int]:
         loads, begin, count = [], time.perf_counter(), LOAD_STATS["count"]
         for g, idx in enumerate(groups):
             t = time.perf_counter()
             m, tok = get_model()
             loads.append(time.perf_counter() - t)
             arrays_to_adapter(m, adapters[g])
-            generate(m, tok, [prompts[i] for i in idx], **kwargs)
+            generate(m, tok, [prompts[i] for i in idx], **kwargs, stats=stats)
         return time.perf_counter() - begin, loads, LOAD_STATS["count"] - count
 
     # One untimed pass first, so that neither arm pays for the first call's kernels and
@@ -369,7 +369,8 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
     arrays_to_adapter(model, adapters[0])
     generate(model, tokenizer, prompts[: max(1, len(groups[0]))], **kwargs)
     embed_texts(model, tokenizer, prompts[:1], batch_size=cfg.eval_batch_size)
-    swap_seconds, _, swap_count = evaluate_with(lambda: (model, tokenizer))
+    generated: dict = {}  # new tokens of the swap arm (evaluation.generate counts them)
+    swap_seconds, _, swap_count = evaluate_with(lambda: (model, tokenizer), generated)
     reload_seconds, reload_loads, reload_count = evaluate_with(
         lambda: load_model_and_tokenizer(spec)
     )
@@ -423,6 +424,8 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
         "swap_out_seconds": float(np.median(swap_out)),
         "train_call_seconds": train_calls,
         "train_call": {"max_steps": settings.max_steps, "batch_size": settings.batch_size},
+        # the cost of one unit of work in one process, warm
+        "train_step_seconds": train_calls[-1] / settings.max_steps,
         "seconds_per_model_load": float(np.median(loads)),
         "eval": {
             "prompts": len(prompts),
@@ -433,6 +436,9 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
             "reload_loads": reload_count,
             "reload_load_seconds": float(sum(reload_loads)),
             "ratio": reload_seconds / swap_seconds,
+            "batch_size": cfg.eval_batch_size,
+            "new_tokens": int(generated.get("new_tokens", 0)),
+            "tokens_per_second": generated.get("new_tokens", 0) / swap_seconds,
         },
         "embedding": {
             "texts": len(texts),
@@ -442,6 +448,7 @@ def ab_measurements(cfg: Config, n_prompts: int, n_clusters: int) -> dict:
             "reload_loads": embed_count,
             "reload_load_seconds": float(sum(embed_loads)),
             "ratio": reload_embed_seconds / cached_seconds,
+            "texts_per_second": len(texts) * calls / cached_seconds,
         },
     }
 
@@ -520,6 +527,12 @@ def format_report(result: dict) -> str:
             f"{ab['parameters']:,} parameters):"
         )
         lines.append(f"  seconds per base-model load: {ab['seconds_per_model_load']:.2f}")
+        lines.append(
+            f"  cost, warm: {ab['train_step_seconds']:.2f} s per training step (batch "
+            f"{ab['train_call']['batch_size']}), {ab['embedding']['texts_per_second']:.1f} texts "
+            f"embedded per second, {ab['eval']['tokens_per_second']:.1f} generated tokens per "
+            f"second (batch {ab['eval']['batch_size']})"
+        )
         e = ab["eval"]
         lines.append(
             f"  evaluation of {e['prompts']} prompts over {e['clusters']} clusters: "

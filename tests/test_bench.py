@@ -96,6 +96,16 @@ def test_bench_json_has_every_figure(bench_result):
         assert figures["reload_loads"] == figures[count] >= 2, kind
         assert 0 < figures["reload_load_seconds"] < figures[reload], kind
     assert ab["eval"]["swap_loads"] == 0
+    # the unit costs are the A/B's own timings divided by the work done in them
+    c = ab["train_call"]
+    assert ab["train_step_seconds"] == pytest.approx(ab["train_call_seconds"][-1] / c["max_steps"])
+    e = ab["embedding"]
+    assert e["texts_per_second"] == pytest.approx(
+        e["texts"] * e["calls"] / e["cached_model_seconds"]
+    )
+    g = ab["eval"]
+    assert 0 < g["new_tokens"] <= g["prompts"] * bench_result["run"]["rounds"]["max_new_tokens"]
+    assert g["tokens_per_second"] == pytest.approx(g["new_tokens"] / g["swap_in_place_seconds"])
     loads_timed = ab["eval"]["reload_load_seconds"] + ab["embedding"]["reload_load_seconds"]
     assert ab["seconds_per_model_load"] <= loads_timed
 
