@@ -156,7 +156,8 @@ class Config:
     # --- model ---
     model_name_or_path: str = _opt(
         "meta-llama/Llama-3.2-1B",
-        f"Hub id or local path; '{TINY_MODEL}' is the offline tiny model.",
+        f"Hub id, local folder, .gguf file (converted once and cached), a named model "
+        f"(smollm2-135m), or '{TINY_MODEL}', the offline tiny model.",
     )
     use_peft: bool = _opt(
         True, "Train LoRA adapters (the only mode: full fine-tuning is not supported)."

@@ -15,6 +15,11 @@ def test_run_directory_has_every_file(small_run):
         assert (run_dir / name).is_file(), name
     config = json.loads((run_dir / "config.json").read_text())
     assert config["config"]["num_clients"] == 4
+    # what model_name_or_path resolved to, in config.json and from there in summary.json
+    source = {"name": "tiny", "kind": "tiny", "path": config["base_model_path"]}
+    assert config["model_source"] == {**source, "gguf_file": None, "gguf_sha256": None}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["model_source"] == config["model_source"]
     for r in (1, 2):
         for g in range(4):
             assert (run_dir / "adapters" / f"round_{r}" / f"cluster_{g}").is_dir()

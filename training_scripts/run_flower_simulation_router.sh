@@ -34,7 +34,7 @@ instruction_format='raw'              # raw (the task's input alone) | phrased (
 synthetic_overlap=0                   # multitask_synthetic's difficulty in [0, 1]: 0 as always, 1 hardest
 
 # Model configuration
-model_name_or_path='meta-llama/Llama-3.2-1B'   # or a local folder, or 'tiny'
+model_name_or_path='meta-llama/Llama-3.2-1B'   # or a local folder, a .gguf file, 'smollm2-135m', or 'tiny'
 seeds="111 222 333 444 555"
 
 # Output configuration
