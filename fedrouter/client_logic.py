@@ -31,6 +31,7 @@ from fedrouter.models import (
     adapter_to_arrays,
     add_lora,
     arrays_to_adapter,
+    ensure_adapter_slot,
 )
 from fedrouter.profiling import PHASES, peak_gpu_mb, peak_rss_mb, phase, take_phases
 from fedrouter.seeding import kmeans_seed, round_sample, trainer_seed
@@ -138,11 +139,13 @@ def evaluate_routed(
     max_new_tokens: int,
     max_length: int,
     prompt_end: str = "marker",
+    load_slots: Callable[[Sequence[int]], dict[int, str]] | None = None,
 ) -> RoutedEval:
     """Generate each row's answer with its routed cluster's adapter and score it with ROUGE.
 
-    ``activate(g)`` swaps cluster g's adapter into the model in place; it is called once per
-    routed cluster, never per sample.
+    With ``load_slots`` the rows are generated in mixed-adapter batches, each cluster's adapter
+    in its own slot (``evaluation.generate_routed``); without it ``activate(g)`` swaps cluster
+    g's adapter into the model in place, once per routed cluster, never per sample.
     """
     seconds = {"adapter-swap": 0.0, "generation": 0.0, "rouge": 0.0}
     stats = {"new_tokens": 0}
@@ -159,6 +162,7 @@ def evaluate_routed(
         prompt_end=prompt_end,
         seconds=seconds,
         stats=stats,
+        load_slots=load_slots,
     )
     start = time.perf_counter()
     scores = rouge_per_sample(predictions, [row["response"] for row in rows])
@@ -339,6 +343,9 @@ def evaluate_node(
         arrays = adapters[g]
         arrays_to_adapter(model, scale_lora_b(arrays, 1.0 - weight) if mixing else arrays)
 
+    # FedDPA's two active slots cannot mix per row: it keeps one cluster's batches at a time.
+    load_slots = None if mixing else slot_loader(model, ModelSpec.from_config(cfg), adapters)
+
     try:
         result = evaluate_routed(
             model,
@@ -352,6 +359,7 @@ def evaluate_node(
             max_new_tokens=cfg.max_new_tokens,
             max_length=cfg.seq_length,
             prompt_end=cfg.generation_prompt,
+            load_slots=load_slots,
         )
     finally:
         if mixing:
@@ -360,6 +368,25 @@ def evaluate_node(
         PHASES[name] += seconds
     metrics = {**result.metrics(), p.EMBEDDING_SECONDS: embed_seconds, **process_metrics()}
     return p.EvalReply(metrics)
+
+
+def cluster_slot(g: int) -> str:
+    """Return the name of the inference-only adapter slot that holds global cluster g."""
+    return f"cluster_{g}"
+
+
+def slot_loader(model, spec: ModelSpec, adapters: dict[int, dict]):
+    """Return ``load_slots(clusters)``: each cluster's adapter into its own slot, in place."""
+
+    def load_slots(clusters: Sequence[int]) -> dict[int, str]:
+        names = {}
+        for g in clusters:
+            names[g] = cluster_slot(g)
+            ensure_adapter_slot(model, spec, names[g])
+            arrays_to_adapter(model, adapters[g], names[g])
+        return names
+
+    return load_slots
 
 
 def scale_lora_b(arrays, factor: float):

@@ -24,9 +24,12 @@ def generate(
     max_new_tokens: int = 32,
     max_length: int = 1024,
     stats: dict | None = None,
+    adapter_names: Sequence[str] | None = None,
 ) -> list[str]:
     """Greedily complete each prompt (left padded, batched) and return the new text, unstripped.
 
+    Prompts are batched in order of length, so a batch pads little. With ``adapter_names``
+    (one per prompt), each row runs with its own PEFT adapter: one batch may mix adapters.
     If ``stats`` is given, the number of generated tokens is added to ``stats["new_tokens"]``.
     """
     import torch
@@ -47,8 +50,14 @@ def generate(
                 batch = tokenizer.pad(
                     {"input_ids": [encoded[i] for i in idx]}, return_tensors="pt"
                 ).to(device)
+                mixed = (
+                    {}
+                    if adapter_names is None
+                    else {"adapter_names": [adapter_names[i] for i in idx]}
+                )
                 generated = model.generate(
                     **batch,
+                    **mixed,
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                     pad_token_id=tokenizer.pad_token_id,
@@ -81,15 +90,33 @@ def generate_routed(
     prompt_end: str = "marker",
     seconds: dict[str, float] | None = None,
     stats: dict | None = None,
+    load_slots: Callable[[Sequence[int]], dict[int, str]] | None = None,
 ) -> list[str]:
     """Answer each instruction with its routed cluster's adapter; return the answers in order.
 
-    ``activate(g)`` swaps cluster g's adapter into the model in place; it is called once per
-    routed cluster, never per sample. The instructions of one cluster are generated together,
-    in their input order. ``seconds`` gains the time spent in "adapter-swap" and "generation".
+    With ``load_slots(clusters)``, which loads each routed cluster's adapter into an adapter
+    slot of its own and returns the slots' names, every instruction is generated in one pass
+    of mixed-adapter batches. Without it, ``activate(g)`` swaps cluster g's adapter into the
+    model in place, once per routed cluster, and each cluster's instructions are generated
+    together. Both give the same greedy tokens. ``seconds`` gains the time spent in
+    "adapter-swap" and "generation".
     """
     seconds = {} if seconds is None else seconds
     routes = np.asarray(routes)
+    prompts = [generation_prompt(text, template, prompt_end) for text in instructions]
+    kwargs = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, max_length=max_length)
+    if load_slots is not None:
+        start = time.perf_counter()
+        names = load_slots([int(g) for g in np.unique(routes)])
+        seconds["adapter-swap"] = seconds.get("adapter-swap", 0.0) + time.perf_counter() - start
+        start = time.perf_counter()
+        slots = [names[int(g)] for g in routes]
+        outputs = generate(model, tokenizer, prompts, stats=stats, adapter_names=slots, **kwargs)
+        seconds["generation"] = seconds.get("generation", 0.0) + time.perf_counter() - start
+        return [
+            extract_response(prompt, text, template)
+            for prompt, text in zip(prompts, outputs, strict=True)
+        ]
     answers = [""] * len(instructions)
     for cluster in np.unique(routes):
         idx = np.flatnonzero(routes == cluster)
@@ -97,19 +124,10 @@ def generate_routed(
         activate(int(cluster))
         seconds["adapter-swap"] = seconds.get("adapter-swap", 0.0) + time.perf_counter() - start
         start = time.perf_counter()
-        prompts = [generation_prompt(instructions[i], template, prompt_end) for i in idx]
-        outputs = generate(
-            model,
-            tokenizer,
-            prompts,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            max_length=max_length,
-            stats=stats,
-        )
+        outputs = generate(model, tokenizer, [prompts[i] for i in idx], stats=stats, **kwargs)
         seconds["generation"] = seconds.get("generation", 0.0) + time.perf_counter() - start
-        for i, prompt, text in zip(idx, prompts, outputs, strict=True):
-            answers[i] = extract_response(prompt, text, template)
+        for i, text in zip(idx, outputs, strict=True):
+            answers[i] = extract_response(prompts[i], text, template)
     return answers
 
 

@@ -199,6 +199,24 @@ def add_lora(model, spec: ModelSpec, adapter_name: str = ADAPTER):
     return model
 
 
+def ensure_adapter_slot(model, spec: ModelSpec, name: str) -> None:
+    """Give the PEFT model an inference-only adapter slot ``name`` (once), leaving the rest.
+
+    The slot is filled by ``arrays_to_adapter(model, arrays, name)``; its initial values never
+    matter, so the global RNG is left as it was. The trained slot stays the active one.
+    """
+    import torch
+
+    if name in model.peft_config:
+        return
+    with torch.random.fork_rng(devices=[]):
+        model.add_adapter(name, lora_config(spec, spec.model_name_or_path))
+    for key, param in model.named_parameters():
+        if f".{name}." in key:
+            param.requires_grad_(False)
+            param.data = param.data.float()
+
+
 def linear_module_names(model) -> list[str]:
     """Return the distinct last names of the model's linear layers (what LoRA can wrap)."""
     import torch
