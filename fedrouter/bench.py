@@ -21,6 +21,7 @@ Definitions
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -290,6 +291,56 @@ def summarise(cfg: Config, log: EventLog, start: float, end: float, adapter_byte
         "peak_gpu_mb": max(
             (e.get(protocol.event_field(protocol.PEAK_GPU_MB), 0.0) for e in events), default=0.0
         ),
+    }
+
+
+def paper_grid() -> dict:
+    """Return the paper's grid, from the sources that define it.
+
+    Methods from the registry, scenarios from configs/scenarios/, seeds from the launcher's
+    defaults, rounds and evaluation rounds from Config's defaults.
+    """
+    from fedrouter.launcher import launcher_variables
+    from fedrouter.methods import METHODS
+
+    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    rounds = defaults["num_rounds"]
+    return {
+        "methods": len(METHODS),
+        "scenarios": len(sorted((ROOT / "configs" / "scenarios").glob("*.sh"))),
+        "seeds": len(launcher_variables()["seeds"].split()),
+        "rounds": rounds,
+        # a run evaluates after the listed rounds that it reaches (Config drops the others)
+        "evaluations": sum(1 for r in defaults["evaluation_rounds"] if 1 <= r <= rounds),
+    }
+
+
+def grid_estimate(run: dict) -> dict | None:
+    """Estimate the paper grid's hours on this machine from the run's measured round times.
+
+    One run = start-up and model loads + ``rounds`` training rounds (the median of rounds 2..,
+    or of round 1 in a one-round run) + ``evaluations`` evaluation rounds (their mean): at this
+    run's per-round settings.
+    """
+    rounds = run.get("rounds") or {}
+    train, evals = rounds.get("steady_train_seconds"), rounds.get("eval_seconds") or {}
+    if train is None and rounds.get("train_seconds"):
+        train = float(np.median(list(rounds["train_seconds"].values())))
+    if train is None or not evals:
+        return None
+    grid = paper_grid()
+    eval_round = float(np.mean(list(evals.values())))
+    loads = run["model_loads"]
+    setup = run["startup_seconds"] + loads["seconds"] / max(1, loads["processes"])
+    per_run = setup + grid["rounds"] * train + grid["evaluations"] * eval_round
+    runs = grid["methods"] * grid["scenarios"] * grid["seeds"]
+    return {
+        **grid,
+        "runs": runs,
+        "train_round_seconds": train,
+        "eval_round_seconds": eval_round,
+        "seconds_per_run": per_run,
+        "hours": runs * per_run / 3600,
     }
 
 
@@ -587,6 +638,15 @@ def target_lines(result: dict) -> list[str]:
             f"(max_new_tokens {rounds.get('max_new_tokens')}, max_eval_size "
             f"{rounds.get('max_eval_size')} for each of {rounds.get('clients_evaluated')} clients)"
         )
+    grid = run.get("grid")
+    if grid:
+        lines.append(
+            f"  evaluation round: {grid['eval_round_seconds']:.1f} s; the paper grid "
+            f"({grid['methods']} methods x {grid['scenarios']} scenarios x {grid['seeds']} seeds, "
+            f"{grid['rounds']} rounds, {grid['evaluations']} evaluations) at this run's round "
+            f"times: {grid['hours']:.1f} {'GPU-' if result['machine']['gpu'] else ''}hours "
+            f"(target <= 4 GPU-hours)"
+        )
     if run.get("peak_rss_mb"):
         lines.append(
             f"  server peak RSS: {run['peak_rss_mb']['server']:.0f} MiB with {run['slots']} "
@@ -651,6 +711,7 @@ def _bench(args: argparse.Namespace, workdir: Path) -> dict:
         result["run"]["run_dir"] = str(run_dir)
         summary = json.loads((run_dir / "summary.json").read_text())
         result["run"]["final_rouge1"] = summary.get("final", {}).get("rouge1")
+        result["run"]["grid"] = grid_estimate(result["run"])
     if not args.no_ab:
         result["ab"] = ab_measurements(cfg, args.ab_prompts, max(cfg.global_n_clusters, 2))
     report = format_report(result)

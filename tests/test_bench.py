@@ -103,6 +103,15 @@ def test_bench_json_has_every_figure(bench_result):
     assert e["texts_per_second"] == pytest.approx(
         e["texts"] * e["calls"] / e["cached_model_seconds"]
     )
+    grid = run["grid"]  # the paper's grid, from the registry, the presets and the defaults
+    assert (grid["methods"], grid["scenarios"], grid["seeds"]) == (6, 3, 5)
+    assert (grid["rounds"], grid["evaluations"]) == (25, 3)  # evaluated after 3, 10 and 25
+    assert grid["train_round_seconds"] == run["rounds"]["train_seconds"]["1"]  # a 1-round run
+    evals = list(run["rounds"]["eval_seconds"].values())
+    assert grid["eval_round_seconds"] == pytest.approx(sum(evals) / len(evals))
+    per_run = grid["seconds_per_run"]
+    assert per_run > 25 * grid["train_round_seconds"] + 3 * grid["eval_round_seconds"]
+    assert grid["hours"] == pytest.approx(90 * per_run / 3600)
     g = ab["eval"]
     assert 0 < g["new_tokens"] <= g["prompts"] * bench_result["run"]["rounds"]["max_new_tokens"]
     assert g["tokens_per_second"] == pytest.approx(g["new_tokens"] / g["swap_in_place_seconds"])
