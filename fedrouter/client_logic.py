@@ -12,6 +12,7 @@ methods' client hooks (methods.py) arrive as message fields and are honoured her
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import Counter
@@ -36,6 +37,8 @@ from fedrouter.models import (
 from fedrouter.profiling import PHASES, peak_gpu_mb, peak_rss_mb, phase, take_phases
 from fedrouter.seeding import kmeans_seed, round_sample, trainer_seed
 from fedrouter.training import TrainSettings, train_adapter
+
+logger = logging.getLogger(__name__)
 
 LOCAL_SLOT = "local"  # FedDPA: the model's second adapter slot, used only at inference
 _TEST_EMBEDDINGS: dict[tuple, np.ndarray] = {}  # base-model embeddings never change
@@ -345,6 +348,8 @@ def evaluate_node(
 
     # FedDPA's two active slots cannot mix per row: it keeps one cluster's batches at a time.
     load_slots = None if mixing else slot_loader(model, ModelSpec.from_config(cfg), adapters)
+    if mixing:
+        logger.debug("client %d: per-cluster generation (two adapters active at once)", pid)
 
     try:
         result = evaluate_routed(

@@ -10,8 +10,9 @@
   holds it or the Hub answers, else the GGUF file of an installed distribution;
 - anything else: a Hub id or a local folder, passed through.
 
-``check_source`` makes the cheap checks (the file exists, is GGUF, holds an architecture
-transformers can load) without converting anything, so bad input fails before any work.
+``check_source`` makes the checks that fail early: a GGUF file exists, is GGUF and holds an
+architecture transformers can load (read from its header, nothing converted); a named model
+has a source (found, and converted on first use, since finding it is the check).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def _resolve(name: str) -> ModelSource:
 
 
 def check_source(name_or_path: str) -> None:
-    """Fail early and clearly on a model source that cannot load; convert nothing."""
+    """Fail early and clearly on a model source that cannot load (see the module's docstring)."""
     if name_or_path == TINY_MODEL_NAME or name_or_path in _RESOLVED:
         return
     if name_or_path in NAMED_MODELS:
@@ -224,11 +225,17 @@ def file_sha256(path: Path) -> str:
 
 
 def gguf_source(name: str, path: Path) -> ModelSource:
-    """Return the converted folder of a GGUF file, converting it on first use on this machine."""
-    inspect_gguf(path)
+    """Return the converted folder of a GGUF file, converting it on first use on this machine.
+
+    A process that finds a current conversion only hashes the file; the header is read (and
+    checked) before a conversion.
+    """
+    if not path.is_file():
+        inspect_gguf(path)  # its one-line error
     sha = file_sha256(path)
     folder = cache_root() / "gguf" / f"{path.stem}-{sha[:16]}"
     if not _conversion_is_current(folder, sha):
+        inspect_gguf(path)
         convert_gguf(path, folder, sha)
     return ModelSource(name, "gguf", str(folder), str(path.resolve()), sha)
 
